@@ -1,0 +1,65 @@
+# fable — build. `make` builds ./fable and build/libfable.a; `make test` runs every test
+# (release build, then the unit tests again under ASan+UBSan); `make asan` builds the
+# sanitizer variant only. Sources are found by wildcard: a new .c under src/ is built
+# into the library, a new tests/**/test_*.c becomes a test binary.
+
+CC      ?= gcc
+BLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
+ARCH    ?= -march=native
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -I$(BLAS_INC) -fopenmp \
+                -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes -g $(ARCH)
+CFLAGS  ?= -O3
+LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread
+SANFLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/engine/cuda/*' -not -path 'src/cli/main.c' | sort)
+TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
+
+REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
+ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+REL_TESTS  := $(TEST_SRC:tests/%.c=build/rel/tests/%)
+ASAN_TESTS := $(TEST_SRC:tests/%.c=build/asan/tests/%)
+HEADERS  := $(shell find include src tests -name '*.h')
+
+.PHONY: all asan tests test clean
+all: fable build/libfable.a $(REL_TESTS)
+
+fable: build/rel/src/cli/main.o build/libfable.a
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/libfable.a: $(REL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/asan/libfable.a: $(ASAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/rel/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -c -o $@ $<
+
+build/asan/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SANFLAGS) -c -o $@ $<
+
+build/rel/tests/%: tests/%.c tests/testlib.h build/libfable.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests -o $@ $< build/libfable.a $(LDLIBS)
+
+build/asan/tests/%: tests/%.c tests/testlib.h build/asan/libfable.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SANFLAGS) -Itests -o $@ $< build/asan/libfable.a $(LDLIBS)
+
+build/asan/fable: build/asan/src/cli/main.o build/asan/libfable.a
+	$(CC) $(CFLAGS_COMMON) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+
+asan: build/asan/fable $(ASAN_TESTS)
+tests: $(REL_TESTS)
+
+test: all asan
+	bash tests/run.sh
+
+clean:
+	rm -rf build fable

@@ -1,0 +1,11 @@
+/* fable data — placeholder until its issue lands; owned by the module that implements it. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+int cmd_data(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "fable data: not available in this build yet\n");
+    return 2;
+}

@@ -1,0 +1,11 @@
+/* fable train — placeholder until its issue lands; owned by the module that implements it. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+int cmd_train(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "fable train: not available in this build yet\n");
+    return 2;
+}

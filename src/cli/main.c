@@ -1,0 +1,43 @@
+/* fable — one binary, many subcommands (SPEC §4). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"data", cmd_data, "obtain TinyStories and the Llama-2 tokenizer (download or local paths)"},
+    {"tokenizer", cmd_tokenizer, "tokenizer train: train a BPE vocabulary (.model + tokenizer.bin)"},
+    {"tokenize", cmd_tokenize, "text (JSON / <|endoftext|> / lines) -> token shards"},
+    {"encode", cmd_encode, "text on stdin -> ids, one line per input line"},
+    {"decode", cmd_decode, "ids on stdin -> text"},
+    {"train", cmd_train, "train or resume a model"},
+    {"eval", cmd_eval, "mean loss and perplexity of a model on a token shard"},
+    {"sample", cmd_sample, "generate text from a checkpoint or a llama2.c .bin"},
+    {"export", cmd_export, "checkpoint -> llama2.c .bin (+ tokenizer.bin)"},
+    {"bench", cmd_bench, "benchmark training steps and kernels"},
+    {"info", cmd_info, "print a model's configuration and parameter count"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: fable <command> [options]   (fable <command> --help for its options)\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "fable: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,200 @@
+/* fable — shared utilities (see include/fable/util.h). */
+#include "fable/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- errors ------------------------------------------------------------------ */
+static _Thread_local char err_buf[2048];
+
+int fb_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int fb_errno(const char *fmt, ...) {
+    int e = errno;
+    char tmp[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    const char *hint = "";
+    if (e == ENOSPC) hint = " (the disk is full: free space or choose another directory)";
+    else if (e == EACCES || e == EROFS) hint = " (not writable: choose another path)";
+    snprintf(err_buf, sizeof err_buf, "%s: %s%s", tmp, strerror(e), hint);
+    return -1;
+}
+
+const char *fb_errmsg(void) { return err_buf[0] ? err_buf : "unknown error"; }
+
+void fb_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fable: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* ---- memory ------------------------------------------------------------------ */
+void *fb_alloc(size_t bytes) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded == 0) rounded = 64;
+    if (posix_memalign(&p, 64, rounded) != 0) {
+        fb_err("out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+void fb_free(void *p) { free(p); }
+
+/* ---- RNG ---------------------------------------------------------------------- */
+void fb_rng_seed(fb_rng *r, uint64_t seed) { r->s = seed ? seed : 0x9E3779B97F4A7C15ULL; }
+
+uint32_t fb_rng_u32(fb_rng *r) {
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (uint32_t)((r->s * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+uint64_t fb_rng_u64(fb_rng *r) { return ((uint64_t)fb_rng_u32(r) << 32) | fb_rng_u32(r); }
+
+float fb_rng_f32(fb_rng *r) { return (fb_rng_u32(r) >> 8) / 16777216.0f; }
+
+double fb_rng_normal(fb_rng *r) {
+    /* Box–Muller; u1 in (0,1] so log is finite. */
+    double u1 = ((fb_rng_u64(r) >> 11) + 1.0) / 9007199254740992.0;
+    double u2 = (fb_rng_u64(r) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+/* ---- time --------------------------------------------------------------------- */
+double fb_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- files -------------------------------------------------------------------- */
+int fb_read_file(const char *path, char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return fb_errno("%s: cannot open", path);
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return fb_errno("%s: cannot seek", path); }
+    long sz = ftell(f);
+    if (sz < 0) { fclose(f); return fb_errno("%s: cannot tell size", path); }
+    rewind(f);
+    char *buf = malloc((size_t)sz + 1);
+    if (!buf) { fclose(f); return fb_err("%s: out of memory (%ld bytes)", path, sz); }
+    if (sz > 0 && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+        free(buf);
+        fclose(f);
+        return fb_errno("%s: read failed", path);
+    }
+    fclose(f);
+    buf[sz] = 0;
+    *data = buf;
+    *len = (size_t)sz;
+    return 0;
+}
+
+int fb_fwrite(FILE *f, const void *p, size_t n, const char *path) {
+    if (n && fwrite(p, 1, n, f) != n) return fb_errno("%s: write failed", path);
+    return 0;
+}
+
+static int fsync_dir_of(const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return 0; /* best effort */
+    fsync(fd);
+    close(fd);
+    return 0;
+}
+
+int fb_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return fb_errno("%s: cannot create", tmp);
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            fb_errno("%s: write failed", tmp);
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        fb_errno("%s: fsync failed", tmp);
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        fb_errno("%s: cannot rename to %s", tmp, path);
+        unlink(tmp);
+        return -1;
+    }
+    return fsync_dir_of(path);
+}
+
+int fb_mkdir_p(const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    size_t n = strlen(tmp);
+    if (n == 0) return 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] == '/' || tmp[i] == 0) {
+            char c = tmp[i];
+            tmp[i] = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return fb_errno("%s: cannot create directory", tmp);
+            tmp[i] = c;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return fb_err("%s: not a directory", path);
+    return 0;
+}
+
+/* Word-at-a-time multiply-xor hash (fast enough for GB-sized checkpoints). */
+uint64_t fb_hash64(uint64_t h, const void *data, size_t len) {
+    const unsigned char *p = data;
+    const uint64_t k = 0x9E3779B97F4A7C15ULL;
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+        p += 8;
+        len -= 8;
+    }
+    while (len--) {
+        h = (h ^ *p++) * 0x100000001B3ULL;
+    }
+    return h ^ (h >> 32);
+}
