@@ -92,6 +92,7 @@ struct eng {
     const char *name;          /* "cpu" */
     int threads;
     double peak_gflops;        /* measured FMA peak of this engine (0 = not measured yet) */
+    void *impl;                /* engine-private state (scratch buffers, streams) */
 
     void *(*alloc)(eng *e, size_t bytes);          /* zeroed, 64-byte aligned */
     void (*free)(eng *e, void *p);

@@ -55,6 +55,18 @@ int fb_write_file_atomic(const char *path, const void *data, size_t len);
 int fb_fwrite(FILE *f, const void *p, size_t n, const char *path);
 int fb_mkdir_p(const char *path);
 
+/* Streaming atomic write: data goes to "<path>.tmp.<pid>"; commit = flush, fsync, rename,
+ * fsync the directory. On any error the temp file is removed and the old file is intact. */
+typedef struct {
+    FILE *f;
+    char path[4096];
+    char tmp[4200];
+} fb_atomic;
+int fb_atomic_begin(fb_atomic *a, const char *path);
+int fb_atomic_write(fb_atomic *a, const void *p, size_t n);
+int fb_atomic_commit(fb_atomic *a);
+void fb_atomic_abort(fb_atomic *a);
+
 /* 64-bit FNV-1a-style checksum over bytes (for checkpoint integrity). */
 uint64_t fb_hash64(uint64_t h, const void *data, size_t len);
 #define FB_HASH_INIT 0xcbf29ce484222325ULL

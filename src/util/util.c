@@ -198,3 +198,48 @@ uint64_t fb_hash64(uint64_t h, const void *data, size_t len) {
     }
     return h ^ (h >> 32);
 }
+
+/* ---- streaming atomic write --------------------------------------------------- */
+int fb_atomic_begin(fb_atomic *a, const char *path) {
+    snprintf(a->path, sizeof a->path, "%s", path);
+    snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%d", path, (int)getpid());
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) return fb_errno("%s: cannot create", a->tmp);
+    return 0;
+}
+
+int fb_atomic_write(fb_atomic *a, const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, a->f) != n) {
+        fb_errno("%s: write failed", a->tmp);
+        fb_atomic_abort(a);
+        return -1;
+    }
+    return 0;
+}
+
+void fb_atomic_abort(fb_atomic *a) {
+    if (a->f) fclose(a->f);
+    a->f = NULL;
+    unlink(a->tmp);
+}
+
+int fb_atomic_commit(fb_atomic *a) {
+    if (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0) {
+        fb_errno("%s: flush failed", a->tmp);
+        fb_atomic_abort(a);
+        return -1;
+    }
+    if (fclose(a->f) != 0) {
+        a->f = NULL;
+        fb_errno("%s: close failed", a->tmp);
+        unlink(a->tmp);
+        return -1;
+    }
+    a->f = NULL;
+    if (rename(a->tmp, a->path) != 0) {
+        fb_errno("%s: cannot rename to %s", a->tmp, a->path);
+        unlink(a->tmp);
+        return -1;
+    }
+    return fsync_dir_of(a->path);
+}

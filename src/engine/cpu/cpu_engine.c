@@ -1,0 +1,233 @@
+/* fable cpu engine — creation, memory, and the element-wise kernels
+ * (embedding, RMSNorm, RoPE, optimizer). The layer kernels live in cpu_attn.c,
+ * cpu_ffn.c and the classifier in cpu_cls.c. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cpu/cpu_internal.h"
+#include "fable/util.h"
+
+void openblas_set_num_threads(int);
+
+/* ---- memory (host) -------------------------------------------------------------- */
+typedef struct {
+    void *buf[CPU_SCRATCH_COUNT];
+    size_t bytes[CPU_SCRATCH_COUNT];
+} cpu_state;
+
+void *cpu_scratch(eng *e, int slot, size_t bytes) {
+    cpu_state *s = e->impl;
+    if (s->bytes[slot] < bytes) {
+        fb_free(s->buf[slot]);
+        s->buf[slot] = fb_alloc(bytes);
+        if (!s->buf[slot]) fb_die("out of memory: engine scratch of %zu bytes", bytes);
+        s->bytes[slot] = bytes;
+    }
+    return s->buf[slot];
+}
+
+static void *cpu_alloc(eng *e, size_t bytes) { return fb_alloc(bytes); }
+static void cpu_free(eng *e, void *p) { fb_free(p); }
+static void cpu_copy(eng *e, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_sync(eng *e) {}
+static void cpu_destroy(eng *e) {
+    cpu_state *s = e->impl;
+    for (int i = 0; i < CPU_SCRATCH_COUNT; i++) fb_free(s->buf[i]);
+    free(s);
+    free(e);
+}
+
+/* ---- embedding ------------------------------------------------------------------- */
+/* x[n,:] = E[tok[n],:] */
+static void cpu_embed_fwd(eng *e, const eng_dims *d, float *x, const float *emb, const int32_t *tok) {
+    const int D = d->D;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < d->N; n++) memcpy(x + (size_t)n * D, emb + (size_t)tok[n] * D, D * sizeof(float));
+}
+
+/* dE[tok[n],:] += dx[n,:]. Parallel over column blocks, rows in order: deterministic. */
+static void cpu_embed_bwd(eng *e, const eng_dims *d, float *demb, const float *dx, const int32_t *tok) {
+    const int D = d->D, N = d->N, CB = 64;
+    const int nblk = (D + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nblk; b++) {
+        int j0 = b * CB, j1 = j0 + CB < D ? j0 + CB : D;
+        for (int n = 0; n < N; n++) {
+            float *dst = demb + (size_t)tok[n] * D;
+            const float *src = dx + (size_t)n * D;
+#pragma omp simd
+            for (int j = j0; j < j1; j++) dst[j] += src[j];
+        }
+    }
+}
+
+/* ---- RMSNorm ----------------------------------------------------------------------- */
+void cpu_rmsnorm_rows(int N, int D, const float *x, const float *w, float *out, float *rstd) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *o = out + (size_t)n * D;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int j = 0; j < D; j++) ss += xr[j] * xr[j];
+        float r = 1.0f / sqrtf(ss / (float)D + MODEL_RMS_EPS);
+        rstd[n] = r;
+#pragma omp simd
+        for (int j = 0; j < D; j++) o[j] = w[j] * (r * xr[j]);
+    }
+}
+
+void cpu_rmsnorm_bwd_rows(int N, int D, const float *x, const float *w, const float *rstd,
+                          const float *dout, const float *base, float *dx, float *dw) {
+    /* dx: rows independent. mean(ĝ⊙x̂) = rstd·Σ_j dout_j w_j x_j / D. */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D, *g = dout + (size_t)n * D;
+        const float *br = base ? base + (size_t)n * D : NULL;
+        float *o = dx + (size_t)n * D;
+        const float r = rstd[n];
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j < D; j++) dot += g[j] * w[j] * xr[j];
+        const float c = dot * r / (float)D; /* mean(ĝ⊙x̂) = rstd·Σ ĝ_j x_j / D */
+        if (br) {
+#pragma omp simd
+            for (int j = 0; j < D; j++) o[j] = br[j] + r * (g[j] * w[j] - xr[j] * r * c);
+        } else {
+#pragma omp simd
+            for (int j = 0; j < D; j++) o[j] = r * (g[j] * w[j] - xr[j] * r * c);
+        }
+    }
+    /* dw_j += Σ_n dout[n,j]·x[n,j]·rstd[n]: column blocks in parallel, rows in order. */
+    const int CB = 32, nblk = (D + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nblk; b++) {
+        int j0 = b * CB, j1 = j0 + CB < D ? j0 + CB : D;
+        float acc[32] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * D, *g = dout + (size_t)n * D;
+            const float r = rstd[n];
+            for (int j = j0; j < j1; j++) acc[j - j0] += g[j] * xr[j] * r;
+        }
+        for (int j = j0; j < j1; j++) dw[j] += acc[j - j0];
+    }
+}
+
+static void cpu_rmsnorm_fwd(eng *e, int N, int D, const float *x, const float *w, float *out, float *rstd) {
+    cpu_rmsnorm_rows(N, D, x, w, out, rstd);
+}
+
+static void cpu_rmsnorm_bwd(eng *e, int N, int D, const float *x, const float *w, const float *rstd,
+                            const float *dout, float *dx, float *dw) {
+    cpu_rmsnorm_bwd_rows(N, D, x, w, rstd, dout, NULL, dx, dw);
+}
+
+/* ---- RoPE ---------------------------------------------------------------------------
+ * forward:  (a, b) → (a·cos − b·sin, a·sin + b·cos)
+ * inverse (the gradient): rotate by −angle: (a, b) → (a·cos + b·sin, −a·sin + b·cos) */
+void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int inverse) {
+    const int half = HS / 2, W = heads * HS;
+    const float sgn = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *rp = rope + (size_t)(n % T) * half * 2;
+        float *row = x + (size_t)n * W;
+        for (int h = 0; h < heads; h++) {
+            float *v = row + h * HS;
+            for (int i = 0; i < half; i++) {
+                float c = rp[2 * i], s = sgn * rp[2 * i + 1];
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * c - b * s;
+                v[2 * i + 1] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/* ---- optimizer ----------------------------------------------------------------------- */
+/* Σ g² in double, over fixed 64K-element blocks summed in order: the result does not
+ * depend on the thread count. */
+static double cpu_sumsq(eng *e, const float *g, size_t n) {
+    const size_t BS = 65536;
+    const size_t nb = (n + BS - 1) / BS;
+    double *part = malloc((nb ? nb : 1) * sizeof(double));
+    if (!part) fb_die("out of memory in sumsq");
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i0 = b * BS, i1 = i0 + BS < n ? i0 + BS : n;
+        double s = 0;
+        for (size_t i = i0; i < i1; i++) s += (double)g[i] * g[i];
+        part[b] = s;
+    }
+    double s = 0;
+    for (size_t b = 0; b < nb; b++) s += part[b];
+    free(part);
+    return s;
+}
+
+static void cpu_adamw(eng *e, float *p, const float *g, float *m, float *v, size_t n, const eng_adamw_args *a) {
+    const float b1 = a->beta1, b2 = a->beta2;
+    const float bc1 = 1.0f - powf(b1, (float)a->step), bc2 = 1.0f - powf(b2, (float)a->step);
+    const float lr = a->lr, eps = a->eps, wd = a->weight_decay, gs = a->grad_scale;
+    const float inv_bc1 = 1.0f / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * gs;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        /* torch.optim.AdamW: p ← p(1 − lr·wd) − lr·m̂ / (√v / √bc2 + eps) */
+        float pi = p[i] * (1.0f - lr * wd);
+        p[i] = pi - lr * (mi * inv_bc1) / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+static void cpu_zero(eng *e, float *p, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += 16384) memset(p + i, 0, (n - i < 16384 ? n - i : 16384) * sizeof(float));
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+eng *eng_cpu_create(int threads) {
+    eng *e = calloc(1, sizeof *e);
+    if (!e) {
+        fb_err("out of memory creating the cpu engine");
+        return NULL;
+    }
+    e->impl = calloc(1, sizeof(cpu_state));
+    if (!e->impl) {
+        free(e);
+        fb_err("out of memory creating the cpu engine");
+        return NULL;
+    }
+    if (threads <= 0) threads = omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    e->name = "cpu";
+    e->threads = threads;
+    e->alloc = cpu_alloc;
+    e->free = cpu_free;
+    e->upload = cpu_copy;
+    e->download = cpu_copy;
+    e->sync = cpu_sync;
+    e->destroy = cpu_destroy;
+    e->embed_fwd = cpu_embed_fwd;
+    e->embed_bwd = cpu_embed_bwd;
+    e->attn_fwd = cpu_attn_fwd;
+    e->attn_bwd = cpu_attn_bwd;
+    e->qkv_bwd = cpu_qkv_bwd;
+    e->attn_dw = cpu_attn_dw;
+    e->ffn_fwd = cpu_ffn_fwd;
+    e->ffn_bwd = cpu_ffn_bwd;
+    e->ffn_dw = cpu_ffn_dw;
+    e->rmsnorm_fwd = cpu_rmsnorm_fwd;
+    e->rmsnorm_bwd = cpu_rmsnorm_bwd;
+    e->cls_loss = cpu_cls_loss;
+    e->sumsq = cpu_sumsq;
+    e->adamw = cpu_adamw;
+    e->zero = cpu_zero;
+    return e;
+}

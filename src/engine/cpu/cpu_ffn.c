@@ -1,0 +1,49 @@
+/* fable cpu engine — the FFN half of a layer: fwdFFN, ffnBwd, dW.
+ *   xn = RMSNorm(x)·w;  h1 = xn·W1ᵀ;  h3 = xn·W3ᵀ;  gate = silu(h1)⊙h3;  y = x + gate·W2ᵀ
+ *   silu(a) = a·σ(a),  silu'(a) = σ(a)·(1 + a·(1 − σ(a)))
+ */
+#include <math.h>
+#include <string.h>
+
+#include "engine/cpu/cpu_internal.h"
+
+void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp, float *x_out) {
+    const int N = d->N, D = d->D, F = d->F;
+    cpu_rmsnorm_rows(N, D, tp->x, w->rms_ffn, tp->xn, tp->rstd);
+    mm_nt(N, F, D, tp->xn, D, w->w1, D, 0.0f, tp->h1, F);
+    mm_nt(N, F, D, tp->xn, D, w->w3, D, 0.0f, tp->h3, F);
+    const size_t NF = (size_t)N * F;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < NF; i++) {
+        float a = tp->h1[i];
+        tp->gate[i] = a / (1.0f + expf(-a)) * tp->h3[i];
+    }
+    if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
+    mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
+}
+
+void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *tp, const float *dy,
+                 eng_ffn_grads *g, float *dx, eng_layer *grad) {
+    const int N = d->N, D = d->D, F = d->F;
+    mm_nn(N, F, D, dy, D, w->w2, F, 0.0f, g->dgate, F); /* dgate = dy·W2 */
+    const size_t NF = (size_t)N * F;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < NF; i++) {
+        float a = tp->h1[i];
+        float sg = 1.0f / (1.0f + expf(-a));
+        float dgt = g->dgate[i];
+        g->dh1[i] = dgt * tp->h3[i] * sg * (1.0f + a * (1.0f - sg));
+        g->dh3[i] = dgt * a * sg;
+    }
+    mm_nn(N, D, F, g->dh1, F, w->w1, D, 0.0f, g->dxn, D); /* dxn  = dh1·W1 */
+    mm_nn(N, D, F, g->dh3, F, w->w3, D, 1.0f, g->dxn, D); /* dxn += dh3·W3 */
+    cpu_rmsnorm_bwd_rows(N, D, tp->x, w->rms_ffn, tp->rstd, g->dxn, dy, dx, grad->rms_ffn);
+}
+
+void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *tp, const float *dy, const eng_ffn_grads *g,
+                eng_layer *grad) {
+    const int N = d->N, D = d->D, F = d->F;
+    mm_tn_acc(D, F, N, dy, D, tp->gate, F, grad->w2, F);   /* dW2 += dyᵀ·gate */
+    mm_tn_acc(F, D, N, g->dh1, F, tp->xn, D, grad->w1, D); /* dW1 += dh1ᵀ·xn */
+    mm_tn_acc(F, D, N, g->dh3, F, tp->xn, D, grad->w3, D); /* dW3 += dh3ᵀ·xn */
+}

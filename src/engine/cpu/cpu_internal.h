@@ -1,0 +1,65 @@
+/* fable cpu engine — internals shared by its kernel files.
+ *
+ * Threads: OpenMP (one pool for the life of the process, never created per call);
+ * OpenBLAS is Debian's OpenMP build, so its GEMMs use the same pool and run
+ * single-threaded when called inside a parallel region. Every reduction is done in a
+ * fixed order so that results are bit-identical from run to run with the same
+ * thread count (checkpoint resume depends on it).
+ */
+#ifndef FABLE_CPU_INTERNAL_H
+#define FABLE_CPU_INTERNAL_H
+
+#include <cblas.h>
+#include <math.h>
+
+#include "fable/engine.h"
+
+/* ---- GEMM forms (row-major). All the engine's matmuls go through these three. ---- */
+/* C[M,N] = beta·C + A[M,K] · B[N,K]ᵀ      forward:  Y = X·Wᵀ */
+static inline void mm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                         float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+/* C[M,N] = beta·C + A[M,K] · B[K,N]       backward to dx:  dX = dY·W */
+static inline void mm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                         float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+/* C[M,N] += A[K,M]ᵀ · B[K,N]               weight gradient:  dW += dYᵀ·X */
+static inline void mm_tn_acc(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                             float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+
+/* ---- engine-owned scratch: reused across calls, grown on demand (never per-call alloc) ---- */
+enum { CPU_SCRATCH_CLS = 0, CPU_SCRATCH_COUNT };
+void *cpu_scratch(eng *e, int slot, size_t bytes);
+
+/* ---- shared element-wise pieces (cpu_engine.c) ---- */
+/* out[n,:] = x[n,:]·rstd[n]·w, rstd[n] = 1/sqrt(mean(x[n,:]²) + eps). Parallel over rows. */
+void cpu_rmsnorm_rows(int N, int D, const float *x, const float *w, float *out, float *rstd);
+/* RMSNorm backward. dx = base + rstd·(ĝ − x̂·mean(ĝ⊙x̂)), ĝ = dout⊙w, x̂ = x·rstd
+ * (base may be NULL = 0); dw += Σ_n dout⊙x̂ (column-parallel, order fixed). */
+void cpu_rmsnorm_bwd_rows(int N, int D, const float *x, const float *w, const float *rstd,
+                          const float *dout, const float *base, float *dx, float *dw);
+/* Rotate pairs (2i, 2i+1) of each head of rows [N, heads·HS] by ±angle(pos = n mod T). */
+void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int inverse);
+
+/* Kernel entry points wired into the vtable by cpu_engine.c. */
+void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
+                  eng_attn_taps *taps, float *x_out);
+void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
+                  const eng_attn_taps *taps, const float *dy, eng_attn_grads *g);
+void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *taps,
+                 const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad);
+void cpu_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *taps, const float *dy,
+                 const eng_attn_grads *g, eng_layer *grad);
+void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *taps, float *x_out);
+void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *taps,
+                 const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad);
+void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *taps, const float *dy,
+                const eng_ffn_grads *g, eng_layer *grad);
+double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls,
+                    const int32_t *targets, float scale, float *losses, float *dxn, float *dwcls);
+
+#endif
