@@ -1,0 +1,71 @@
+/* fable — training checkpoints (SPEC §5).
+ *
+ * File layout (little-endian):
+ *   ckpt_header   fixed-size struct below (magic "FBLCKPT1", version 1)
+ *   float32       params[n_params], adam_m[n_params], adam_v[n_params]
+ *   uint64        checksum: fb_hash64 over every byte before it
+ * Written atomically (temp file, fsync, rename); a truncated or corrupted file is
+ * rejected with the reason. Resume continues bit-for-bit: with the same engine and
+ * thread count, N steps + save + load + N steps equals 2N steps exactly.
+ */
+#ifndef FABLE_CKPT_H
+#define FABLE_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fable/data.h"
+#include "fable/model.h"
+#include "fable/train.h"
+
+#define CKPT_MAGIC "FBLCKPT1"
+#define CKPT_VERSION 1
+
+/* Cumulative seconds per phase since the run began (across resumes). */
+typedef struct {
+    double fwd, bwd_dx, dw, cls, rms, opt, data, eval, ckpt, total;
+} ckpt_timers;
+
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_bytes;      /* sizeof(ckpt_header) */
+    int32_t cfg[8];             /* dim, hidden, layers, heads, kv_heads, vocab, seq_len, tied */
+    train_hparams hp;
+    int64_t update;             /* optimizer updates done */
+    int64_t micro_steps;
+    int64_t tokens_seen;
+    uint64_t rng;               /* trainer RNG (samples) */
+    loader_state loader;        /* training data position */
+    ckpt_timers timers;
+    uint64_t data_tokens;       /* size of the training shard, to detect a different data set */
+    int32_t data_vocab;
+    int32_t threads;            /* thread count (bit-exact resume needs the same) */
+    uint64_t n_params;
+    char data_path[512];
+    char tokenizer_path[512];
+    float best_val_loss;
+    float last_loss;
+    uint8_t reserved[56];
+} ckpt_header;
+
+void ckpt_cfg_pack(const model_config *c, int32_t out[8]);
+void ckpt_cfg_unpack(const int32_t in[8], model_config *c);
+
+/* Write path atomically. params/m/v hold h->n_params floats each. */
+int ckpt_save(const char *path, const ckpt_header *h, const float *params, const float *m, const float *v);
+/* Read and verify (size, magic, version, checksum). Allocates *params, *m, *v with fb_alloc
+ * (any of them may be NULL to skip: the checksum is still verified). */
+int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v);
+/* Header only (cheap), with size/magic/version checks but no checksum. */
+int ckpt_read_header(const char *path, ckpt_header *h);
+/* Newest checkpoint "ckpt_NNNNNNNN.bin" in dir → out. -1 + fb_err if none. */
+int ckpt_latest(const char *dir, char *out, size_t cap);
+/* Delete all but the newest `keep` checkpoints in dir (keep <= 0: keep all). */
+int ckpt_prune(const char *dir, int keep);
+/* "dir/ckpt_%08d.bin" */
+void ckpt_path(char *out, size_t cap, const char *dir, int64_t update);
+/* Is this file a fable checkpoint (by magic)? */
+int ckpt_is_checkpoint(const char *path);
+
+#endif

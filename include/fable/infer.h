@@ -1,0 +1,56 @@
+/* fable — inference: the one-token-at-a-time forward with a KV cache, and the sampler.
+ *
+ * infer_forward follows llama2.c run.c's forward() operation for operation (same
+ * summation order, fp32), so that greedy text matches run.c exactly on the same model.
+ * The sampler is run.c's (temperature, top-p with its cutoff trick, xorshift64* coin),
+ * plus top-k (applied before top-p; off by default).
+ */
+#ifndef FABLE_INFER_H
+#define FABLE_INFER_H
+
+#include <stdint.h>
+
+#include "fable/model.h"
+#include "fable/tokenizer.h"
+#include "fable/util.h"
+
+typedef struct {
+    const model *m;
+    int max_T;           /* positions the KV cache holds */
+    float *x, *xb, *xb2; /* [D] */
+    float *hb, *hb2;     /* [F] */
+    float *q;            /* [D] */
+    float *att;          /* [NH, max_T] */
+    float *logits;       /* [V] */
+    float *kcache;       /* [L, max_T, KVD] */
+    float *vcache;       /* [L, max_T, KVD] */
+    float *rope;         /* [max_T, HS/2, 2] */
+} infer_state;
+
+int infer_init(infer_state *s, const model *m, int max_T);
+void infer_free(infer_state *s);
+/* Logits [V] for `token` at position pos (0 <= pos < max_T); earlier positions must
+ * have been fed in order. */
+float *infer_forward(infer_state *s, int token, int pos);
+
+typedef struct {
+    float temperature;   /* 0 = greedy */
+    float topp;          /* nucleus; <= 0 or >= 1 = off */
+    int topk;            /* 0 = off */
+    fb_rng rng;
+    int vocab;
+    struct { float prob; int index; } *cand; /* [V] scratch */
+} sampler;
+
+int sampler_init(sampler *s, int vocab, float temperature, float topp, int topk, uint64_t seed);
+void sampler_free(sampler *s);
+/* Picks the next token; modifies logits in place (temperature, softmax). */
+int sampler_sample(sampler *s, float *logits);
+
+/* Generate up to `steps` positions from BOS + prompt, writing text to out (run.c's
+ * generate(): stops at BOS; byte pieces that are not printable are skipped).
+ * Returns the number of tokens generated, or -1 + fb_err; *tok_per_s gets the speed. */
+long infer_generate(infer_state *s, const tokenizer *t, sampler *smp, const char *prompt, int steps,
+                    FILE *out, double *tok_per_s);
+
+#endif

@@ -1,0 +1,67 @@
+/* fable — the training loop (`fable train`): recipes, hyper-parameters, checkpoints,
+ * telemetry. See docs/telemetry.md for the JSON-lines records it writes.
+ *
+ * Vocabulary: a "micro-step" is one forward+backward over B×T tokens; an "update" (the
+ * reference's "batch", llama2.c's "iter") is one optimizer step after `accum`
+ * micro-steps. --steps counts updates.
+ */
+#ifndef FABLE_TRAIN_H
+#define FABLE_TRAIN_H
+
+#include <stdint.h>
+
+#include "fable/data.h"
+#include "fable/model.h"
+
+typedef enum { SCHED_CONSTANT = 0, SCHED_COSINE = 1 } lr_schedule;
+
+/* Everything that determines the training trajectory. Stored in every checkpoint
+ * (fixed-size POD, written field by field in little-endian order). */
+typedef struct {
+    int32_t batch;          /* B: sequences per micro-step */
+    int32_t seq;            /* T: tokens per sequence */
+    int32_t accum;          /* micro-steps per update */
+    int32_t steps;          /* total updates */
+    float lr;               /* peak learning rate */
+    float min_lr;           /* cosine floor */
+    int32_t warmup;         /* linear warmup updates */
+    int32_t schedule;       /* lr_schedule */
+    float beta1, beta2, eps;
+    float weight_decay;     /* decoupled, matrices only (0 = Adam) */
+    float grad_clip;        /* global norm; <= 0 off */
+    int32_t sampler;        /* loader_kind */
+    uint64_t seed;
+} train_hparams;
+
+/* lr at update u (1-based): warmup u/warmup·lr, then constant or cosine to min_lr at `steps`. */
+float train_lr(const train_hparams *h, int u);
+
+/* Recipe defaults: "ane" (the reference) or "llama2c". */
+int train_recipe(const char *name, train_hparams *h);
+
+/* Options of one `fable train` run (not part of the trajectory). */
+typedef struct {
+    model_config cfg;
+    train_hparams hp;
+    const char *init_path;     /* llama2.c .bin to start from (fine-tune), or NULL */
+    const char *train_path;
+    const char *val_path;      /* may be NULL */
+    int data_vocab;            /* vocab for raw headerless shards (0 = shard header) */
+    const char *out_dir;       /* checkpoints go here */
+    const char *resume_dir;    /* continue from the newest checkpoint in this dir */
+    const char *log_path;      /* JSON lines (NULL = stderr) */
+    const char *tokenizer_path;/* for sample text (optional) */
+    int threads;
+    int eval_every, eval_batches;
+    int sample_every, sample_tokens;
+    int ckpt_every, keep;
+    double time_limit;         /* seconds; 0 = none. Stops after the update that crosses it. */
+    int quiet;                 /* no human progress line */
+    int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */
+} train_opts;
+
+void train_opts_defaults(train_opts *o);
+/* Run training. 0 on success (including a clean stop on SIGINT/SIGTERM), -1 + fb_err. */
+int train_run(train_opts *o);
+
+#endif
