@@ -38,6 +38,76 @@ void shard_close(shard *s);
 /* Write a shard with header (atomic). */
 int shard_write(const char *path, const uint16_t *ids, size_t n, int vocab);
 
+/* Streaming shard writer (for outputs too big to hold): the ids go to "<path>.tmp.<pid>"
+ * behind a placeholder header; shard_writer_close patches n_tokens into the header, fsyncs
+ * and renames over path, so a reader never sees a half-written shard. Any error (or
+ * shard_writer_abort) removes the temp file. Ids are checked < vocab as they arrive. */
+typedef struct {
+    void *f;               /* FILE * */
+    char path[1024];
+    char tmp[1100];
+    int vocab;
+    uint64_t n;            /* ids written so far */
+} shard_writer;
+int shard_writer_open(shard_writer *w, const char *path, int vocab);
+int shard_writer_put(shard_writer *w, const uint16_t *ids, size_t n);
+int shard_writer_put_i32(shard_writer *w, const int32_t *ids, size_t n);
+int shard_writer_close(shard_writer *w);
+void shard_writer_abort(shard_writer *w);
+
+/* ---- text corpora (src/data/tokenize.c) ---------------------------------------------
+ * A corpus is a list of stories read from text files. Formats:
+ *   CORPUS_JSON  TinyStories JSON: an array of strings, an array of objects with a "story"
+ *                (else "text") string, or an object {"texts": [...]} / {"stories": [...]};
+ *   CORPUS_EOT   plain text, stories separated by "<|endoftext|>" (TinyStories .txt files);
+ *   CORPUS_LINES one story per line;
+ *   CORPUS_AUTO  JSON if the first non-blank byte is '[' or '{', else EOT if the file
+ *                contains "<|endoftext|>", else lines.
+ * Every story is stripped of surrounding whitespace as Python's str.strip() does
+ * (llama2.c's pretokenize: `text.strip()`), and stories left empty are dropped. Bytes are
+ * kept as they are: invalid UTF-8 goes on to the tokenizer (whose byte fallback encodes it). */
+typedef enum { CORPUS_AUTO = 0, CORPUS_JSON, CORPUS_EOT, CORPUS_LINES } corpus_format;
+
+typedef struct {
+    size_t n, cap;
+    const char **text;     /* story i = text[i][0 .. len[i]) (not NUL-terminated) */
+    size_t *len;
+    uint64_t bytes;        /* sum of len[] */
+    struct corpus_store *store; /* the mmaps and arenas the stories point into */
+    size_t n_store, cap_store;
+} corpus;
+
+int corpus_format_parse(const char *name, corpus_format *f); /* auto|json|eot|lines */
+const char *corpus_format_name(corpus_format f);
+/* Append the stories of a file. fmt AUTO detects; *used (optional) receives the format read. */
+int corpus_add_file(corpus *c, const char *path, corpus_format fmt, corpus_format *used);
+/* Append stories from memory (the text is copied). name is used in error messages. */
+int corpus_add_text(corpus *c, const char *text, size_t len, corpus_format fmt, const char *name);
+void corpus_free(corpus *c);
+/* Strip Python str.strip() whitespace from both ends of s[0..*len); returns the new start. */
+const char *corpus_strip(const char *s, size_t *len);
+
+/* ---- tokenization to shards ---------------------------------------------------------- */
+struct tokenizer;
+typedef struct {
+    uint64_t stories;
+    uint64_t tokens;       /* ids written, BOS excluded */
+    uint64_t bytes;        /* story text bytes */
+} tokenize_stats;
+
+/* Deterministic validation split by fraction f in [0,1): story i is validation iff
+ * floor((i+1) f) > floor(i f), which spreads exactly floor(n f) validation stories
+ * evenly over the corpus. split[i] = 1 for validation, 0 for training. */
+void tokenize_split_fraction(size_t n, double f, unsigned char *split);
+
+/* Encode every story of c as [BOS, ids...] (no EOS, like llama2.c's pretokenize) and
+ * append them in story order to out[split ? split[i] : 0]. Stories are encoded in
+ * parallel (OpenMP, `threads` <= 0 = all cores) in blocks; writing stays in order.
+ * progress (optional) is called after each block with the bytes done so far. */
+int tokenize_corpus(const struct tokenizer *t, const corpus *c, const unsigned char *split, shard_writer *out[2],
+                    int threads, void (*progress)(uint64_t done, uint64_t total, void *ctx), void *ctx,
+                    tokenize_stats st[2]);
+
 /* Window samplers. Each window is T+1 consecutive tokens: inputs = w[0..T), targets = w[1..T]. */
 typedef enum {
     LOADER_RANDOM = 0,     /* the reference: uniformly random offsets in [0, n-T-1] */

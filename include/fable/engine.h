@@ -179,6 +179,10 @@ struct eng {
 
 /* Create the cpu engine with `threads` threads (0 = all cores). NULL + fb_err on failure. */
 eng *eng_cpu_create(int threads);
+/* Measured fp32 FMA peak of `threads` cores in GFLOP/s (~0.1 s). */
+double eng_cpu_measure_peak(int threads);
+/* e->peak_gflops, measured on first use. */
+double eng_peak_gflops(eng *e);
 /* By name ("cpu"). */
 eng *eng_create(const char *name, int threads);
 

@@ -49,6 +49,7 @@ typedef struct {
     int data_vocab;            /* vocab for raw headerless shards (0 = shard header) */
     const char *out_dir;       /* checkpoints go here */
     const char *resume_dir;    /* continue from the newest checkpoint in this dir */
+    int resume_steps;          /* > 0: raise/lower the total updates of a resumed run */
     const char *log_path;      /* JSON lines (NULL = stderr) */
     const char *tokenizer_path;/* for sample text (optional) */
     int threads;

@@ -49,3 +49,8 @@ eng *eng_create(const char *name, int threads) {
     fb_err("unknown engine '%s' (this build has: cpu)", name);
     return NULL;
 }
+
+double eng_peak_gflops(eng *e) {
+    if (e->peak_gflops <= 0 && !strcmp(e->name, "cpu")) e->peak_gflops = eng_cpu_measure_peak(e->threads);
+    return e->peak_gflops;
+}

@@ -4,28 +4,22 @@
  *   s[t,u] = q_t·k_u / √HS  (u ≤ t),  P = softmax_u(s),  o_t = Σ_u P[t,u] v_u
  * The forward saves lse[t] = logsumexp_u s[t,u]; the backward recomputes
  * P[t,u] = exp(s[t,u] − lse[t]) row by row, so memory and time are O(T²) per head
- * and no T×T matrix is stored.
+ * and no T×T matrix is kept between calls (one T×T tile per thread while working).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/cpu/cpu_internal.h"
+#include "engine/cpu/cpu_math.h"
 #include "fable/util.h"
 
-static inline float dot(const float *a, const float *b, int n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static inline void axpy(float *y, float a, const float *x, int n) {
-#pragma omp simd
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-/* att[b,t,h,:] and lse[b,h,t] from roped q [N,D], k,v [N,KVD]. */
+/* Per (b, h) the attention is three small GEMMs on a T×T scratch tile S (one per thread):
+ *   S = Q_h·K_gᵀ/√HS;  P = causal softmax rows of S (in place, zero above the diagonal);
+ *   O_h = P·V_g.
+ * Q_h is a [T, HS] view with row stride D into q; K_g, V_g are views with stride KVD.
+ * OpenBLAS runs single-threaded inside the parallel region; the (b, h) pairs are the
+ * parallel dimension. */
 static void attention_fwd(const eng_dims *d, const float *q, const float *k, const float *v, float *att,
                           float *lse) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD;
@@ -33,33 +27,37 @@ static void attention_fwd(const eng_dims *d, const float *q, const float *k, con
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *sc = malloc((size_t)T * sizeof(float));
-        if (!sc) fb_die("out of memory in attention");
+        float *S = fb_alloc((size_t)T * T * sizeof(float));
+        if (!S) fb_die("out of memory in attention (%d x %d scores)", T, T);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 const int g = h / group;
+                const float *Q = q + (size_t)b * T * D + h * HS;
+                const float *K = k + (size_t)b * T * KVD + g * HS;
+                const float *V = v + (size_t)b * T * KVD + g * HS;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, Q, D, K, KVD, 0.0f, S, T);
+                float *l = lse + ((size_t)b * NH + h) * T;
                 for (int t = 0; t < T; t++) {
-                    const float *qt = q + (size_t)(b * T + t) * D + h * HS;
+                    float *row = S + (size_t)t * T;
                     float m = -INFINITY;
-                    for (int u = 0; u <= t; u++) {
-                        float s = dot(qt, k + (size_t)(b * T + u) * KVD + g * HS, HS) * scale;
-                        sc[u] = s;
-                        if (s > m) m = s;
-                    }
+                    for (int u = 0; u <= t; u++) m = row[u] > m ? row[u] : m;
                     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
                     for (int u = 0; u <= t; u++) {
-                        sc[u] = expf(sc[u] - m);
-                        sum += sc[u];
+                        row[u] = fb_expf(row[u] - m);
+                        sum += row[u];
                     }
                     const float inv = 1.0f / sum;
-                    float *o = att + (size_t)(b * T + t) * D + h * HS;
-                    memset(o, 0, HS * sizeof(float));
-                    for (int u = 0; u <= t; u++) axpy(o, sc[u] * inv, v + (size_t)(b * T + u) * KVD + g * HS, HS);
-                    lse[((size_t)b * NH + h) * T + t] = m + logf(sum);
+#pragma omp simd
+                    for (int u = 0; u <= t; u++) row[u] *= inv;
+                    for (int u = t + 1; u < T; u++) row[u] = 0.0f;
+                    l[t] = m + logf(sum);
                 }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, S, T, V, KVD, 0.0f,
+                            att + (size_t)b * T * D + h * HS, D);
             }
-        free(sc);
+        fb_free(S);
     }
 }
 
@@ -77,11 +75,11 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
 
-/* sdpaBwd: per (b, kv head g), over the query heads h of its group (so dk, dv of g are
- * written by one task only: no races, fixed order).
- *   P[t,u] = exp(s[t,u] − lse[t]);  dP[t,u] = da_t·v_u;  Δ_t = Σ_u P[t,u]dP[t,u]
- *   dS[t,u] = P[t,u](dP[t,u] − Δ_t)/√HS;  dq_t = Σ_u dS[t,u] k_u;  dk_u += dS[t,u] q_t;
- *   dv_u += P[t,u] da_t */
+/* sdpaBwd: per (b, kv head g), over the query heads h of its group (so dK_g, dV_g are
+ * written by one task only: no races, fixed order), with two T×T tiles per thread:
+ *   P = exp(Q_h·K_gᵀ/√HS − lse) (causal, zero above the diagonal)
+ *   dV_g += Pᵀ·dA_h;   dP = dA_h·V_gᵀ;   Δ_t = Σ_u P[t,u]·dP[t,u]
+ *   dS = P⊙(dP − Δ)/√HS;   dQ_h = dS·K_g;   dK_g += dSᵀ·Q_h */
 static void attention_bwd(const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
                           const float *da, float *dq, float *dk, float *dv) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
@@ -89,40 +87,43 @@ static void attention_bwd(const eng_dims *d, const float *q, const float *k, con
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *p = malloc((size_t)T * 2 * sizeof(float));
-        if (!p) fb_die("out of memory in attention backward");
-        float *dp = p + T;
+        float *P = fb_alloc((size_t)2 * T * T * sizeof(float));
+        if (!P) fb_die("out of memory in attention backward (%d x %d scores)", T, T);
+        float *dP = P + (size_t)T * T;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {
-                for (int t = 0; t < T; t++) {
-                    memset(dk + (size_t)(b * T + t) * KVD + g * HS, 0, HS * sizeof(float));
-                    memset(dv + (size_t)(b * T + t) * KVD + g * HS, 0, HS * sizeof(float));
-                }
-                for (int h = g * group; h < (g + 1) * group; h++)
+                const float *K = k + (size_t)b * T * KVD + g * HS;
+                const float *V = v + (size_t)b * T * KVD + g * HS;
+                float *dK = dk + (size_t)b * T * KVD + g * HS;
+                float *dV = dv + (size_t)b * T * KVD + g * HS;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float *Q = q + (size_t)b * T * D + h * HS;
+                    const float *dA = da + (size_t)b * T * D + h * HS;
+                    const float *l = lse + ((size_t)b * NH + h) * T;
+                    const float beta = h == g * group ? 0.0f : 1.0f;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, Q, D, K, KVD, 0.0f, P, T);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dA, D, V, KVD, 0.0f, dP, T);
                     for (int t = 0; t < T; t++) {
-                        const size_t rt = (size_t)(b * T + t);
-                        const float *qt = q + rt * D + h * HS, *dat = da + rt * D + h * HS;
-                        const float l = lse[((size_t)b * NH + h) * T + t];
+                        float *pr = P + (size_t)t * T, *dpr = dP + (size_t)t * T;
+                        const float lt = l[t];
                         float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
                         for (int u = 0; u <= t; u++) {
-                            const size_t ru = (size_t)(b * T + u) * KVD + g * HS;
-                            p[u] = expf(dot(qt, k + ru, HS) * scale - l);
-                            dp[u] = dot(dat, v + ru, HS);
-                            delta += p[u] * dp[u];
+                            pr[u] = fb_expf(pr[u] - lt);
+                            delta += pr[u] * dpr[u];
                         }
-                        float *dqt = dq + rt * D + h * HS;
-                        memset(dqt, 0, HS * sizeof(float));
-                        for (int u = 0; u <= t; u++) {
-                            const size_t ru = (size_t)(b * T + u) * KVD + g * HS;
-                            const float ds = p[u] * (dp[u] - delta) * scale;
-                            axpy(dqt, ds, k + ru, HS);
-                            axpy(dk + ru, ds, qt, HS);
-                            axpy(dv + ru, p[u], dat, HS);
-                        }
+#pragma omp simd
+                        for (int u = 0; u <= t; u++) dpr[u] = pr[u] * (dpr[u] - delta) * scale;
+                        for (int u = t + 1; u < T; u++) pr[u] = dpr[u] = 0.0f;
                     }
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, P, T, dA, D, beta, dV, KVD);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, K, KVD, 0.0f,
+                                dq + (size_t)b * T * D + h * HS, D);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, Q, D, beta, dK, KVD);
+                }
             }
-        free(p);
+        fb_free(P);
     }
 }
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engine/cpu/cpu_internal.h"
+#include "engine/cpu/cpu_math.h"
 #include "fable/util.h"
 
 #define VB 2048
@@ -44,7 +45,8 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
                 for (int j = 0; j < vb; j++) bm = l[j] > bm ? l[j] : bm;
                 float m = mx[i] > bm ? mx[i] : bm;
                 float s = 0.0f;
-                for (int j = 0; j < vb; j++) s += expf(l[j] - m);
+#pragma omp simd reduction(+ : s)
+                for (int j = 0; j < vb; j++) s += fb_expf(l[j] - m);
                 se[i] = se[i] * expf(mx[i] - m) + s;
                 mx[i] = m;
             }
@@ -70,7 +72,8 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
                     continue;
                 }
                 const float lse = mx[i];
-                for (int j = 0; j < vb; j++) l[j] = scale * expf(l[j] - lse);
+#pragma omp simd
+                for (int j = 0; j < vb; j++) l[j] = scale * fb_expf(l[j] - lse);
                 if (tg >= v0 && tg < v0 + vb) l[tg - v0] -= scale;
             }
             mm_nn(rows, D, vb, logits + v0, V, wcls + (size_t)v0 * D, D, v0 ? 1.0f : 0.0f,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/cpu/cpu_internal.h"
+#include "engine/cpu/cpu_math.h"
 
 void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp, float *x_out) {
     const int N = d->N, D = d->D, F = d->F;
@@ -16,7 +17,7 @@ void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < NF; i++) {
         float a = tp->h1[i];
-        tp->gate[i] = a / (1.0f + expf(-a)) * tp->h3[i];
+        tp->gate[i] = a / (1.0f + fb_expf(-a)) * tp->h3[i];
     }
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
@@ -30,7 +31,7 @@ void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_ta
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < NF; i++) {
         float a = tp->h1[i];
-        float sg = 1.0f / (1.0f + expf(-a));
+        float sg = 1.0f / (1.0f + fb_expf(-a));
         float dgt = g->dgate[i];
         g->dh1[i] = dgt * tp->h3[i] * sg * (1.0f + a * (1.0f - sg));
         g->dh3[i] = dgt * a * sg;

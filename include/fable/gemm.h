@@ -1,0 +1,59 @@
+/* fable — single-precision GEMM for the cpu engine.
+ *
+ *   C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C[M,N]      (row-major)
+ *
+ * op(X) = X when trans == 0, Xᵀ when trans != 0; exactly cblas_sgemm(CblasRowMajor, ...):
+ *   op(A)[i][p] = transA ? A[p*lda + i] : A[i*lda + p]
+ *   op(B)[p][j] = transB ? B[j*ldb + p] : B[p*ldb + j]
+ * beta == 0 never reads C (NaN garbage in C is overwritten); alpha == 0 or K == 0 only scales C.
+ *
+ * The three training forms (W[out,in] row-major, N tokens):
+ *   forward  Y[N,out]  = X[N,in]  · Wᵀ      gemm_f32(0, 1, N, out, in,  1, X, in,  W, in,  0|1, Y, out)
+ *   dx       dX[N,in]  = dY[N,out] · W      gemm_f32(0, 0, N, in,  out, 1, dY, out, W, in, 0|1, dX, in)
+ *   dW       dW[out,in] += dYᵀ · X          gemm_f32(1, 0, out, in, N,  1, dY, out, X, in,  1, dW, in)
+ *
+ * Built the BLIS way (src/engine/cpu/gemm.c): one register-blocked micro-kernel (AVX-512
+ * 8×32 where the compiler targets AVX-512, else AVX2/FMA 6×16), A and B packed into
+ * contiguous panels, K/M/N cache blocking, OpenMP over all threads. Without AVX2+FMA it
+ * calls cblas_sgemm. Called from inside an OpenMP parallel region it runs single-threaded.
+ */
+#ifndef FABLE_GEMM_H
+#define FABLE_GEMM_H
+
+#include <stddef.h>
+
+void gemm_f32(int transA, int transB, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+
+/* ---- pre-packed B ------------------------------------------------------------
+ * A weight matrix is the B operand of the forward (transB = 1) and dx (transB = 0)
+ * forms and only changes at the optimizer step: pack op(B)[K,N] once, reuse it for every
+ * call until the weights change, then gemm_repack_b (same shape, no allocation).
+ * The packed form is a copy (about K·N floats, N rounded up to the panel width) laid out
+ * for the micro-kernel selected when it was packed. */
+typedef struct gemm_packed gemm_packed;
+
+gemm_packed *gemm_pack_b(int transB, int K, int N, const float *B, int ldb); /* NULL + fb_err */
+void gemm_repack_b(gemm_packed *p, const float *B, int ldb);
+void gemm_packed_free(gemm_packed *p);
+size_t gemm_packed_bytes(const gemm_packed *p);
+
+/* C[M,N] = alpha · op(A)[M,K] · op(Bp) + beta · C, K and N from the packed B.
+ * Returns 0, or -1 + fb_err when its packing scratch (≤ ~1 MB) cannot be allocated
+ * (gemm_f32 falls back to cblas_sgemm in that case; a packed B cannot). */
+int gemm_f32_prepacked(int transA, int M, float alpha, const float *A, int lda,
+                       const gemm_packed *Bp, float beta, float *C, int ldc);
+
+/* ---- tuning / benchmarking ---------------------------------------------------- */
+/* Micro-kernel choice: "avx512" (8×32, if compiled in), "avx2" (6×16), "blas" (cblas_sgemm).
+ * Default: the widest compiled in; FABLE_GEMM_KERNEL overrides at first use.
+ * Returns 0, or -1 + fb_err if that kernel is not available. Not thread-safe: call
+ * before GEMMs run. Already-packed B keeps the kernel it was packed for. */
+int gemm_set_kernel(const char *name);
+const char *gemm_kernel_name(void);
+
+/* Threads for gemm_f32 (0 = omp_get_max_threads(), the default). */
+void gemm_set_threads(int n);
+
+#endif

@@ -1,0 +1,40 @@
+/* fable cpu engine — a vectorisable expf.
+ *
+ * libm's expf is a scalar call; inside `#pragma omp simd` loops the compiler cannot
+ * vectorise it without -ffast-math. This version is branch-free C that gcc turns into
+ * AVX2 code: exp(x) = 2^n · e^r with n = round(x·log2 e), r = x − n·ln2 (ln2 split in a
+ * hi and lo part so r is exact to fp32), e^r by a degree-6 Taylor/minimax polynomial on
+ * |r| ≤ ln2/2, and 2^n built directly in the exponent bits. Max error ≈ 2 ulp over
+ * [-87, 88]; inputs below −87.3 return 0, above 88.7 return +inf (as expf), NaN → NaN.
+ */
+#ifndef FABLE_CPU_MATH_H
+#define FABLE_CPU_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+#pragma omp declare simd notinbranch
+static inline float fb_expf(float x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    float n = __builtin_roundf(xc * log2e);
+    float r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    /* e^r ≈ 1 + r + r²/2 + r³/6 + r⁴/24 + r⁵/120 + r⁶/720 on |r| ≤ 0.347 */
+    float p = 1.38888889e-3f;
+    p = p * r + 8.33333333e-3f;
+    p = p * r + 4.16666667e-2f;
+    p = p * r + 1.66666667e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, 4);
+    float y = p * scale;
+    y = x < -87.3f ? 0.0f : y;
+    y = x > 88.7f ? __builtin_inff() : y;
+    return x != x ? x : y;
+}
+
+#endif
