@@ -84,11 +84,11 @@ int tok_save_model(const tokenizer *t, const char *path);
 /* ---- training (src/data/bpe_train.c) --------------------------------------------- */
 
 typedef struct {
-    int vocab_size;          /* total, including <unk> <s> </s> and the 256 byte pieces */
-    int split_digits;        /* 1: digits never merge (llama2.c's tok512 recipe) */
-    int max_piece_chars;     /* longest piece in characters (sentencepiece: 16) */
-    int threads;             /* 0 = OpenMP default */
-    int verbose;             /* progress on stderr */
+    int vocab_size;             /* total, including <unk> <s> </s> and the 256 byte pieces */
+    int split_digits;           /* 1: digits never merge (llama2.c's tok512 recipe) */
+    int max_piece_chars;        /* longest piece in characters (sentencepiece: 16) */
+    double character_coverage;  /* share of characters that become pieces (1.0: all) */
+    int verbose;                /* 1: summary on stderr, 2: every merge */
 } bpe_train_opts;
 
 void bpe_train_opts_default(bpe_train_opts *o);

@@ -58,6 +58,7 @@ typedef struct {
     int ckpt_every, keep;
     double time_limit;         /* seconds; 0 = none. Stops after the update that crosses it. */
     int quiet;                 /* no human progress line */
+    int seq_explicit;          /* --seq given: an error if it exceeds seq_len (else clamped) */
     int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */
 } train_opts;
 

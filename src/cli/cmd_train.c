@@ -72,6 +72,7 @@ int cmd_train(int argc, char **argv) {
     int hf_given[8] = {0};
     for (int i = 0; i < 7; i++)
         if (cli_has(&a, hf_flags[i])) { *hp_floats[i] = (float)cli_float(&a, hf_flags[i], 0); hf_given[i] = 1; }
+    o.seq_explicit = hp_given[1];
     if (!hf_given[1] && hp->schedule == SCHED_CONSTANT) hp->min_lr = hp->lr;
     const char *sched = cli_str(&a, "--schedule", NULL);
     if (sched) {

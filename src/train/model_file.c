@@ -1,10 +1,11 @@
-/* fable — model loading by content. */
+/* fable — model loading by content: a fable checkpoint (magic FBLCKPT1) or a llama2.c .bin. */
 #include "train/model_file.h"
 
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "fable/ckpt.h"
 #include "fable/util.h"
 
 void openblas_set_num_threads(int);
@@ -16,5 +17,13 @@ void model_file_threads(int threads) {
 }
 
 int model_file_load(model *m, const char *path) {
-    return model_load_llama2c(m, path);
+    memset(m, 0, sizeof *m);
+    if (!ckpt_is_checkpoint(path)) return model_load_llama2c(m, path);
+    ckpt_header h;
+    float *params = NULL;
+    if (ckpt_load(path, &h, &params, NULL, NULL)) return -1;
+    ckpt_cfg_unpack(h.cfg, &m->cfg);
+    m->data = params;
+    model_params_view(&m->cfg, m->data, &m->w);
+    return 0;
 }

@@ -267,6 +267,7 @@ static int setup(run *r) {
     }
     r->cfg = o->cfg;
     if (model_config_validate(&r->cfg)) { model_free(&init); return -1; }
+    if (hp->seq > r->cfg.seq_len && !o->seq_explicit && !o->resume_dir) hp->seq = r->cfg.seq_len;
     if (hp->seq > r->cfg.seq_len) {
         model_free(&init);
         return fb_err("--seq %d exceeds the model's seq_len %d", hp->seq, r->cfg.seq_len);

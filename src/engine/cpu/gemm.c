@@ -399,6 +399,52 @@ static void gemm_thread(const gemm_job *jb, int tid, int nt) {
     }
 }
 
+/* Small M (all of op(A) fits one A block, the forward/dx forms at 256 tokens): Goto's
+ * order for a short, wide product. The A block (all M rows × kc) is packed once per K
+ * block by all threads together, and each thread then walks its own share of the NR
+ * panels of C, packing each B micro-panel just before using it, into a private 32 KB
+ * buffer that stays in L1. Packed B never goes out to L3 and back (the big-M order
+ * writes a 4 MB B block and reads it again), and there are no shared B writes, so one
+ * barrier per K block suffices: A is double-buffered, and a thread can only start
+ * packing block p+1 into the buffer of block p-1 after every thread has arrived at the
+ * barrier of block p, i.e. finished computing block p-1. */
+static void gemm_thread_small(const gemm_job *jb, int tid, int nt) {
+    const gemm_arch *ar = jb->ar;
+    const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K;
+    const int mp = ceil_div(M, mr), np = ceil_div(N, nr);
+    const int j0 = np * tid / nt, j1 = np * (tid + 1) / nt;      /* my C panels */
+    const int a0 = mp * tid / nt, a1 = mp * (tid + 1) / nt;      /* A panels I pack */
+    float *bpan = jb->bbuf + (size_t)tid * jb->kcb * nr;
+    for (int pc = 0, it = 0; pc < K; pc += jb->kcb, it++) {
+        int kc = imin(jb->kcb, K - pc);
+        float beta = pc == 0 ? jb->beta : 1.0f;
+        float *ablk = jb->abuf + (size_t)(it & 1) * mp * mr * jb->kcb;
+        for (int ir = a0; ir < a1; ir++) {
+            int row = ir * mr, we = imin(mr, M - row);
+            float *d = ablk + (ptrdiff_t)ir * kc * mr;
+            if (jb->transA) pack_contig(mr, we, kc, jb->A + (ptrdiff_t)pc * jb->lda + row, jb->lda, d);
+            else            pack_strided(mr, we, kc, jb->A + (ptrdiff_t)row * jb->lda + pc, jb->lda, d);
+        }
+        if (nt > 1) {
+#pragma omp barrier
+        }
+        for (int jr = j0; jr < j1; jr++) {
+            const float *pb;
+            if (jb->Bp) {
+                pb = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)jr * kc * nr;
+            } else {
+                pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jr * nr, N - jr * nr, pc, kc, 0, 1, bpan);
+                pb = bpan;
+            }
+            int ne = imin(nr, N - jr * nr);
+            float *cc = jb->C + jr * nr;
+            for (int ir = 0; ir < mp; ir++)
+                tile(ar, kc, ablk + (ptrdiff_t)ir * kc * mr, pb, cc + (ptrdiff_t)ir * mr * jb->ldc,
+                     jb->ldc, imin(mr, M - ir * mr), ne, jb->alpha, beta);
+        }
+    }
+}
+
 /* Below this many flops a second thread costs more (wake-up, barriers) than it saves. */
 #define GEMM_MT_MIN_FLOPS 4e6
 
@@ -419,25 +465,35 @@ static int run_blocked(const gemm_arch *ar, int transA, int transB, int M, int N
     if (nt > tiles) nt = tiles;
     if (nt < 1) nt = 1;
 
-    /* An A block is at most MC rows (rounded to MR) and never more than M needs; this
-     * bound holds for any team size the runtime ends up giving. */
-    jb.mcb_max = imin(round_up(ar->mc, ar->mr), round_up(M, ar->mr));
-    size_t bsz = Bp ? 0 : (size_t)jb.kcb * round_up(jb.ncb, ar->nr);
-    size_t asz = (size_t)jb.mcb_max * jb.kcb;
-    float *s = scratch(bsz + asz * (size_t)nt + 16);
-    if (!s) return fb_err("gemm: out of memory for %zu packing floats", bsz + asz * (size_t)nt);
+    /* Small M (one A block holds all rows) with enough NR panels to go round: Goto's
+     * short-and-wide order; otherwise the BLIS order. */
+    int small = !Bp && M <= round_up(ar->mc, ar->mr) && ceil_div(N, ar->nr) >= nt;
+    size_t bsz, asz;
+    if (small) {
+        bsz = (size_t)jb.kcb * ar->nr * nt;                        /* one micro-panel each */
+        asz = (size_t)round_up(M, ar->mr) * jb.kcb * 2;           /* shared, double-buffered */
+    } else {
+        /* An A block is at most MC rows (rounded to MR) and never more than M needs; this
+         * bound holds for any team size the runtime ends up giving. */
+        jb.mcb_max = imin(round_up(ar->mc, ar->mr), round_up(M, ar->mr));
+        bsz = Bp ? 0 : (size_t)jb.kcb * round_up(jb.ncb, ar->nr); /* shared B block */
+        asz = (size_t)jb.mcb_max * jb.kcb * nt;                   /* one A block each */
+    }
+    float *s = scratch(bsz + asz + 16);
+    if (!s) return fb_err("gemm: out of memory for %zu packing floats", bsz + asz);
     jb.bbuf = s;
     jb.abuf = s + bsz;
 
+    void (*body)(const gemm_job *, int, int) = small ? gemm_thread_small : gemm_thread;
     if (nt == 1) {
-        gemm_thread(&jb, 0, 1);
+        body(&jb, 0, 1);
         return 0;
     }
 #pragma omp parallel num_threads(nt)
     {
         /* The runtime may give fewer threads than asked; every split uses the real count,
-         * and the A slices were sized for nt ≥ that count. */
-        gemm_thread(&jb, omp_get_thread_num(), omp_get_num_threads());
+         * and the per-thread buffers were sized for nt ≥ that count. */
+        body(&jb, omp_get_thread_num(), omp_get_num_threads());
     }
     return 0;
 }

@@ -1,0 +1,295 @@
+/* fable — token shards: mmap'd reader and atomic writer (format in include/fable/data.h).
+ *
+ * Two kinds of file are read:
+ *   - fable shards: the 32-byte FBLTOKS1 header, then n_tokens little-endian uint16 ids;
+ *   - raw headerless uint16 files (llama2.c's `pretokenize` output, the reference's
+ *     .bin), which carry no vocab size, so the caller must give it.
+ * Whatever the kind, every id is checked < vocab once at open, so the trainer can index
+ * the embedding table with them without further checks. The host is assumed
+ * little-endian (x86-64, aarch64), like llama2.c's np.uint16 files.
+ */
+#include "fable/data.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fable/util.h"
+
+/* ---- header ------------------------------------------------------------------- */
+
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+static void wr32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void wr64(unsigned char *p, uint64_t v) {
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static void header_fill(unsigned char h[SHARD_HEADER_BYTES], int vocab, uint64_t n) {
+    memset(h, 0, SHARD_HEADER_BYTES);
+    memcpy(h, SHARD_MAGIC, 8);
+    wr32(h + 8, 1);
+    wr32(h + 12, (uint32_t)vocab);
+    wr64(h + 16, n);
+    wr32(h + 24, SHARD_HEADER_BYTES);
+    wr32(h + 28, 0);
+}
+
+/* ---- reader -------------------------------------------------------------------- */
+
+/* First id >= vocab, or n when all are valid. */
+static size_t first_bad_id(const uint16_t *ids, size_t n, int vocab) {
+    /* One pass of max-reduction first (vectorises), the exact search only on failure. */
+    uint16_t mx = 0;
+    for (size_t i = 0; i < n; i++) mx = ids[i] > mx ? ids[i] : mx;
+    if ((int)mx < vocab) return n;
+    for (size_t i = 0; i < n; i++)
+        if ((int)ids[i] >= vocab) return i;
+    return n;
+}
+
+int shard_open(shard *s, const char *path, int vocab) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    if (vocab < 0 || vocab > 65536)
+        return fb_err("%s: vocab size %d cannot be stored as uint16 ids (1..65536)", path, vocab);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fb_errno("%s: cannot open token shard", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        fb_errno("%s: cannot stat", path);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fb_err("%s: not a regular file", path);
+    }
+    size_t size = (size_t)st.st_size;
+    if (size == 0) {
+        close(fd);
+        return fb_err("%s: empty file (0 bytes): not a token shard", path);
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return fb_errno("%s: cannot mmap %zu bytes", path, size);
+    s->map = map;
+    s->map_len = size;
+    const unsigned char *b = map;
+
+    size_t m = size < 8 ? size : 8;
+    if (memcmp(b, SHARD_MAGIC, m) == 0) {
+        /* A fable shard (a raw file starting with these 8 bytes would need the ids
+         * 16966 21580 19279 12627, i.e. the text "FBLTOKS1": not a concern). */
+        if (size < SHARD_HEADER_BYTES) {
+            fb_err("%s: truncated: the shard header needs %d bytes, the file has %zu", path,
+                   SHARD_HEADER_BYTES, size);
+            goto fail;
+        }
+        uint32_t version = rd32(b + 8), hvocab = rd32(b + 12), hbytes = rd32(b + 24);
+        uint64_t n = rd64(b + 16);
+        if (version != 1) {
+            fb_err("%s: shard format version %u is not supported (this fable reads version 1)", path, version);
+            goto fail;
+        }
+        if (hbytes != SHARD_HEADER_BYTES) {
+            fb_err("%s: corrupt header: header_bytes = %u, expected %d", path, hbytes, SHARD_HEADER_BYTES);
+            goto fail;
+        }
+        if (hvocab == 0 || hvocab > 65536) {
+            fb_err("%s: corrupt header: vocab_size = %u (must be 1..65536)", path, hvocab);
+            goto fail;
+        }
+        if (vocab > 0 && (uint32_t)vocab != hvocab) {
+            fb_err("%s: vocab mismatch: the shard was written for vocab %u, the model/tokenizer has %d",
+                   path, hvocab, vocab);
+            goto fail;
+        }
+        size_t payload = size - SHARD_HEADER_BYTES;
+        if (n > payload / 2) {
+            fb_err("%s: truncated: header says %llu tokens (%llu bytes), the file holds %zu bytes of ids",
+                   path, (unsigned long long)n, (unsigned long long)n * 2, payload);
+            goto fail;
+        }
+        if (n * 2 != payload) {
+            fb_err("%s: corrupt: %zu bytes after the %llu tokens the header announces", path,
+                   payload - (size_t)n * 2, (unsigned long long)n);
+            goto fail;
+        }
+        s->has_header = 1;
+        s->vocab_size = (int)hvocab;
+        s->tokens = (const uint16_t *)(b + SHARD_HEADER_BYTES);
+        s->n = (size_t)n;
+    } else {
+        if (vocab <= 0) {
+            fb_err("%s: no FBLTOKS1 header; to read it as raw uint16 ids (llama2.c .bin) give the vocab "
+                   "size (e.g. --vocab 32000)", path);
+            goto fail;
+        }
+        if (size % 2) {
+            fb_err("%s: truncated: a raw uint16 token file must have an even size, this one has %zu bytes",
+                   path, size);
+            goto fail;
+        }
+        s->has_header = 0;
+        s->vocab_size = vocab;
+        s->tokens = (const uint16_t *)b;
+        s->n = size / 2;
+    }
+    size_t bad = first_bad_id(s->tokens, s->n, s->vocab_size);
+    if (bad < s->n) {
+        fb_err("%s: token %zu (byte offset %zu) has id %u, not below the vocab size %d", path, bad,
+               (size_t)((const unsigned char *)(s->tokens + bad) - b), s->tokens[bad], s->vocab_size);
+        goto fail;
+    }
+    madvise(map, size, MADV_RANDOM);
+    return 0;
+fail:
+    munmap(map, size);
+    s->map = NULL;
+    s->map_len = 0;
+    s->tokens = NULL;
+    s->n = 0;
+    return -1;
+}
+
+void shard_close(shard *s) {
+    if (s->map) munmap(s->map, s->map_len);
+    s->map = NULL;
+    s->map_len = 0;
+    s->tokens = NULL;
+    s->n = 0;
+}
+
+/* ---- writer -------------------------------------------------------------------- */
+
+int shard_writer_open(shard_writer *w, const char *path, int vocab) {
+    memset(w, 0, sizeof *w);
+    if (vocab <= 0 || vocab > 65536)
+        return fb_err("%s: vocab size %d cannot be stored as uint16 ids (1..65536)", path, vocab);
+    if (strlen(path) >= sizeof w->path) return fb_err("%s: path too long", path);
+    snprintf(w->path, sizeof w->path, "%s", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%d", path, (int)getpid());
+    w->vocab = vocab;
+    FILE *f = fopen(w->tmp, "wb");
+    if (!f) return fb_errno("%s: cannot create", w->tmp);
+    w->f = f;
+    unsigned char h[SHARD_HEADER_BYTES];
+    header_fill(h, vocab, 0); /* n_tokens patched at close */
+    if (fb_fwrite(f, h, sizeof h, w->tmp) != 0) {
+        shard_writer_abort(w);
+        return -1;
+    }
+    return 0;
+}
+
+int shard_writer_put(shard_writer *w, const uint16_t *ids, size_t n) {
+    size_t bad = first_bad_id(ids, n, w->vocab);
+    if (bad < n) {
+        fb_err("%s: token %llu has id %u, not below the vocab size %d", w->path,
+               (unsigned long long)(w->n + bad), ids[bad], w->vocab);
+        shard_writer_abort(w);
+        return -1;
+    }
+    if (fb_fwrite(w->f, ids, n * sizeof *ids, w->tmp) != 0) {
+        shard_writer_abort(w);
+        return -1;
+    }
+    w->n += n;
+    return 0;
+}
+
+int shard_writer_put_i32(shard_writer *w, const int32_t *ids, size_t n) {
+    uint16_t buf[4096];
+    while (n) {
+        size_t k = n < 4096 ? n : 4096;
+        for (size_t i = 0; i < k; i++) {
+            if (ids[i] < 0 || ids[i] >= w->vocab) {
+                fb_err("%s: token %llu has id %d, outside the vocab [0, %d)", w->path,
+                       (unsigned long long)(w->n + i), (int)ids[i], w->vocab);
+                shard_writer_abort(w);
+                return -1;
+            }
+            buf[i] = (uint16_t)ids[i];
+        }
+        if (shard_writer_put(w, buf, k) != 0) return -1;
+        ids += k;
+        n -= k;
+    }
+    return 0;
+}
+
+void shard_writer_abort(shard_writer *w) {
+    if (w->f) {
+        fclose(w->f);
+        unlink(w->tmp);
+    }
+    w->f = NULL;
+}
+
+int shard_writer_close(shard_writer *w) {
+    FILE *f = w->f;
+    if (!f) return fb_err("%s: shard writer already closed", w->path);
+    unsigned char h[SHARD_HEADER_BYTES];
+    header_fill(h, w->vocab, w->n);
+    if (fflush(f) != 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fb_errno("%s: write failed", w->tmp);
+        goto fail;
+    }
+    if (fb_fwrite(f, h, sizeof h, w->tmp) != 0) goto fail;
+    if (fflush(f) != 0) {
+        fb_errno("%s: write failed", w->tmp);
+        goto fail;
+    }
+    if (fsync(fileno(f)) != 0) {
+        fb_errno("%s: fsync failed", w->tmp);
+        goto fail;
+    }
+    if (fclose(f) != 0) {
+        w->f = NULL;
+        fb_errno("%s: close failed", w->tmp);
+        unlink(w->tmp);
+        return -1;
+    }
+    w->f = NULL;
+    if (rename(w->tmp, w->path) != 0) {
+        fb_errno("%s: cannot rename to %s", w->tmp, w->path);
+        unlink(w->tmp);
+        return -1;
+    }
+    /* Make the rename itself durable. */
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", w->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+fail:
+    shard_writer_abort(w);
+    return -1;
+}
+
+int shard_write(const char *path, const uint16_t *ids, size_t n, int vocab) {
+    shard_writer w;
+    if (shard_writer_open(&w, path, vocab) != 0) return -1;
+    if (shard_writer_put(&w, ids, n) != 0) return -1;
+    return shard_writer_close(&w);
+}

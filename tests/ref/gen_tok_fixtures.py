@@ -1,0 +1,225 @@
+#!/usr/bin/python3
+"""Write the tokenizer parity fixtures (tests/fixtures/tok/*) with the sentencepiece library.
+
+Run from the repository root with Debian's python3 (it has python3-sentencepiece):
+
+    /usr/bin/python3 tests/ref/gen_tok_fixtures.py            # corpora + hard cases
+    /usr/bin/python3 tests/ref/gen_tok_fixtures.py --trained  # also the trained-model fixture
+                                                               # (needs ./fable built)
+    /usr/bin/python3 tests/ref/gen_tok_fixtures.py --check-train [--vocab N] [--input F]...
+        # no fixtures: train with ./fable, load its .model with sentencepiece, require
+        # identical ids from sentencepiece and `fable encode` (.model and .bin) on every
+        # line of the five TinyStories files, and print tokens/story against tok512
+
+Every expected id in the fixtures comes from sentencepiece (SentencePieceProcessor.encode on
+the raw UTF-8 bytes), never from fable. tests/data/test_tokenizer.c reads them together with
+the texts in ../shared/data (or $FABLE_DATA) and requires fable to give identical ids.
+
+Story split (the C test does the same):
+  *.txt   the file's bytes split on "<|endoftext|>"; every piece that is not only ASCII
+          whitespace is a story, kept byte for byte (leading/trailing newlines included);
+  *.json  the strings of a JSON array, of its objects' "story"/"text" fields, or of
+          {"texts": [...]}, UTF-8 encoded.
+
+Corpus fixture tests/fixtures/tok/<vocab>.<file stem>.txt:
+  header lines "key value" (model, data, stories, tokens, full), then one line per story
+  "<number of ids> <FNV-1a 32-bit of the ids>" (the ids hashed as 4-byte little-endian
+  integers), then the complete ids of the first `full` stories, one story per line. Hashing
+  every story keeps the fixtures small (~13 bytes a story) while every story is compared.
+
+Hard cases: tests/fixtures/tok/hard_cases.txt is written by hand: one case per line, with
+backslash escapes \\n \\t \\r \\\\ and \\xHH (any byte, invalid UTF-8 included); '#' starts a
+comment line; an empty line is the empty-string case. Expected ids:
+hard_cases.<vocab>.ids, one line per case (same order), for both vocabularies, plus
+hard_cases.<vocab>.bos_eos.ids with BOS and EOS added.
+"""
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import sentencepiece as spm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.environ.get("FABLE_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+OUT = os.path.join(ROOT, "tests", "fixtures", "tok")
+
+VOCABS = [("llama2", "tokenizer/tokenizer.model"), ("tok512", "stories260K/tok512.model")]
+FILES = [
+    "tinystories/tinystories_v1_train_first1000.json",
+    "tinystories/tinystories_v1_valid_first1000.txt",
+    "tinystories/tinystories_v2_train_first10000lines.txt",
+    "tinystories/tinystories_subset3000.json",
+    "tinystories/tinystories_v2_sample_cs336.txt",
+]
+FULL = 3  # stories per file whose complete ids are stored
+
+
+def fnv1a32(ids):
+    h = 0x811C9DC5
+    for b in struct.pack("<%dI" % len(ids), *ids):
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def stories(path):
+    raw = open(path, "rb").read()
+    if path.endswith(".json"):
+        doc = json.loads(raw.decode("utf-8"))
+        if isinstance(doc, dict):
+            doc = doc["texts"]
+        out = []
+        for x in doc:
+            if isinstance(x, dict):
+                x = x["story"] if "story" in x else x["text"]
+            out.append(x.encode("utf-8"))
+        return out
+    return [p for p in raw.split(b"<|endoftext|>") if p.strip(b" \t\n\r\x0b\x0c")]
+
+
+def unescape(line):
+    out = bytearray()
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == 0x5C and i + 1 < len(line):  # backslash
+            e = chr(line[i + 1])
+            if e == "x":
+                out.append(int(line[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out += {"n": b"\n", "t": b"\t", "r": b"\r", "\\": b"\\"}[e]
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def hard_cases():
+    cases = []
+    for line in open(os.path.join(OUT, "hard_cases.txt"), "rb").read().split(b"\n")[:-1]:
+        if line.startswith(b"#"):
+            continue
+        cases.append(unescape(line))
+    return cases
+
+
+def ids_line(ids):
+    return " ".join(map(str, ids)) + "\n"
+
+
+def write_corpus(vocab, sp, model_rel):
+    for rel in FILES:
+        st = stories(os.path.join(DATA, rel))
+        enc = [sp.encode(s) for s in st]
+        stem = os.path.splitext(os.path.basename(rel))[0]
+        path = os.path.join(OUT, "%s.%s.txt" % (vocab, stem))
+        with open(path, "w") as f:
+            f.write("# tokenizer parity fixture: written by tests/ref/gen_tok_fixtures.py with "
+                    "sentencepiece %s; do not edit\n" % spm.__version__)
+            f.write("model %s\ndata %s\nstories %d\ntokens %d\nfull %d\n"
+                    % (model_rel, rel, len(st), sum(map(len, enc)), FULL))
+            for ids in enc:
+                f.write("%d %08x\n" % (len(ids), fnv1a32(ids)))
+            for ids in enc[:FULL]:
+                f.write(ids_line(ids))
+        print("%-8s %-48s %5d stories %8d tokens" % (vocab, rel, len(st), sum(map(len, enc))))
+
+
+def write_hard(vocab, sp, cases):
+    with open(os.path.join(OUT, "hard_cases.%s.ids" % vocab), "w") as f:
+        for c in cases:
+            f.write(ids_line(sp.encode(c)))
+    with open(os.path.join(OUT, "hard_cases.%s.bos_eos.ids" % vocab), "w") as f:
+        for c in cases:
+            f.write(ids_line(sp.encode(c, add_bos=True, add_eos=True)))
+
+
+def write_trained():
+    """Train a 512 vocabulary with fable on a fixed input, then record what sentencepiece
+    makes of fable's .model: its ids for the hard cases and the cs336 stories. The C test
+    retrains (fable's trainer is deterministic) and compares."""
+    tmp = os.path.join(OUT, "..", "..", "..", "build", "tok_fixture")
+    os.makedirs(tmp, exist_ok=True)
+    prefix = os.path.join(tmp, "trained512")
+    inp = os.path.join(DATA, "tinystories/tinystories_v1_valid_first1000.txt")
+    subprocess.check_call([os.path.join(ROOT, "fable"), "tokenizer", "train", "--vocab", "512",
+                           "--input", inp, "--out", prefix])
+    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    model = open(prefix + ".model", "rb").read()
+    with open(os.path.join(OUT, "trained512.ids"), "w") as f:
+        f.write("# sentencepiece %s on fable's `tokenizer train --vocab 512 --input "
+                "tinystories/tinystories_v1_valid_first1000.txt`; model sha256 %s\n"
+                % (spm.__version__, hashlib.sha256(model).hexdigest()))
+        for c in hard_cases():
+            f.write(ids_line(sp.encode(c)))
+        for s in stories(os.path.join(DATA, "tinystories/tinystories_v2_sample_cs336.txt")):
+            f.write(ids_line(sp.encode(s)))
+    print("trained512: model sha256", hashlib.sha256(model).hexdigest())
+
+
+def check_train(args):
+    """Script-based check of `fable tokenizer train` (see the module docstring)."""
+    import tempfile
+    vocab, inputs = 512, []
+    i = 0
+    while i < len(args):
+        if args[i] == "--vocab":
+            vocab = int(args[i + 1]); i += 2
+        elif args[i] == "--input":
+            inputs.append(args[i + 1]); i += 2
+        else:
+            i += 1
+    if not inputs:
+        inputs = [os.path.join(DATA, "tinystories/tinystories_v1_train_first1000.json"),
+                  os.path.join(DATA, "tinystories/tinystories_v2_train_first10000lines.txt")]
+    tmp = tempfile.mkdtemp()
+    prefix = os.path.join(tmp, "trained")
+    subprocess.check_call([os.path.join(ROOT, "fable"), "tokenizer", "train", "--vocab", str(vocab),
+                           "--out", prefix] + sum([["--input", f] for f in inputs], []))
+    ours = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    ref = spm.SentencePieceProcessor(model_file=os.path.join(DATA, "stories260K/tok512.model"))
+    print("trained on:", ", ".join(os.path.basename(f) for f in inputs))
+    print("%-44s %8s %10s %10s %7s" % ("file (stories stripped)", "stories", "tok512", "trained", "ratio"))
+    lines = []
+    for rel in FILES:
+        st = [s.strip() for s in stories(os.path.join(DATA, rel))]
+        st = [s for s in st if s]
+        a = sum(len(ref.encode(s)) for s in st)
+        b = sum(len(ours.encode(s)) for s in st)
+        print("%-44s %8d %10.1f %10.1f %7.3f" % (os.path.basename(rel), len(st), a / len(st), b / len(st), b / a))
+        for s in st:
+            lines += s.split(b"\n")
+    txt = os.path.join(tmp, "lines.txt")
+    open(txt, "wb").write(b"\n".join(lines) + b"\n")
+    want = "".join(" ".join(map(str, ours.encode(l))) + "\n" for l in lines)
+    for ext in (".model", ".bin"):
+        got = subprocess.check_output([os.path.join(ROOT, "fable"), "encode", "--tokenizer", prefix + ext,
+                                       "--input", txt]).decode()
+        same = sum(x == y for x, y in zip(got.split("\n"), want.split("\n")))
+        print("fable encode %s vs sentencepiece on the trained model: %d of %d lines identical"
+              % (ext, same - 1, len(lines)))
+        if got != want:
+            sys.exit("MISMATCH")
+
+
+def main():
+    if "--check-train" in sys.argv[1:]:
+        check_train(sys.argv[1:])
+        return
+    os.makedirs(OUT, exist_ok=True)
+    cases = hard_cases()
+    for vocab, rel in VOCABS:
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(DATA, rel))
+        write_corpus(vocab, sp, rel)
+        write_hard(vocab, sp, cases)
+    print("hard cases:", len(cases))
+    if "--trained" in sys.argv[1:]:
+        write_trained()
+
+
+if __name__ == "__main__":
+    main()
