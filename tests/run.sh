@@ -27,7 +27,7 @@ done
 for t in $(find build/asan/tests -type f -executable -name 'test_*' | sort); do
   run "asan:${t#build/asan/tests/}" env FABLE_TEST_QUICK=1 "$t"
 done
-for t in $(find tests/cli -name '*.sh' | sort); do
+for t in $(find tests/cli -name '*.sh' ! -name 'lib_*' | sort); do
   run "cli:$(basename "$t")" bash "$t"
 done
 echo

@@ -108,7 +108,10 @@ int tokenize_corpus(const struct tokenizer *t, const corpus *c, const unsigned c
                     int threads, void (*progress)(uint64_t done, uint64_t total, void *ctx), void *ctx,
                     tokenize_stats st[2]);
 
-/* Window samplers. Each window is T+1 consecutive tokens: inputs = w[0..T), targets = w[1..T]. */
+/* Window samplers. Each window is T+1 consecutive tokens: inputs = w[0..T), targets = w[1..T].
+ * SHUFFLED and SEQUENTIAL use the W = floor((n-1)/T) windows starting at k*T (every one that
+ * fits; llama2.c's `n//T - 1` is one fewer when T does not divide n); SHUFFLED's order in an
+ * epoch is a Fisher-Yates permutation seeded by (seed, epoch). Details: src/data/loader.c. */
 typedef enum {
     LOADER_RANDOM = 0,     /* the reference: uniformly random offsets in [0, n-T-1] */
     LOADER_SHUFFLED = 1,   /* llama2.c: non-overlapping windows, shuffled per epoch */

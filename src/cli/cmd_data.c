@@ -287,13 +287,16 @@ int cmd_data(int argc, char **argv) {
         }
         const char *tname = ends_with(src, ".bin") ? "tokenizer.bin" : "tokenizer.model";
         if (!tok && offline) {
-            printf("tokenizer  not fetched (--offline): pass --tokenizer PATH, or train one on\n"
-                   "           %s/tinystories-train.txt with `fable tokenizer train`\n", dir);
+            printf("tokenizer  not fetched (--offline): pass --tokenizer PATH, or train one:\n"
+                   "           fable tokenizer train --vocab 512 --input %s/tinystories-train.txt --out %s/tok512\n",
+                   dir, dir);
         } else if (obtain(&C, src, tname, sha, "tokenizer") != 0) {
             if (!tok && fell_back) {
-                fprintf(stderr, "fable data: note: the Llama 2 tokenizer could not be downloaded either (%s);\n"
-                                "            pass --tokenizer PATH, or train one with `fable tokenizer train`.\n",
-                        fb_errmsg());
+                fprintf(stderr,
+                        "fable data: note: the Llama 2 tokenizer could not be downloaded either (%s);\n"
+                        "            pass --tokenizer PATH, or train one:\n"
+                        "            fable tokenizer train --vocab 512 --input %s/tinystories-train.txt --out %s/tok512\n",
+                        fb_errmsg(), dir, dir);
             } else {
                 rc = cli_fail(&a, NULL);
                 goto out;

@@ -228,7 +228,7 @@ int spm_model_parse(spm_model *m, const uint8_t *buf, size_t len, char *err, siz
     spm_model_defaults(m);
     if (err && errlen) err[0] = 0;
     pb_reader r = {buf, buf + len, err, errlen};
-    int have_trainer = 0;
+    int have_trainer = 0, have_normalizer = 0;
     while (r.p < r.end) {
         uint32_t f; int w; uint64_t v = 0; const uint8_t *s = NULL; size_t sn = 0;
         if (pb_field(&r, &f, &w, &v, &s, &sn)) return -1;
@@ -239,10 +239,13 @@ int spm_model_parse(spm_model *m, const uint8_t *buf, size_t len, char *err, siz
                             : parse_normalizer(m, s, sn, &r);
             if (rc) return -1;
             if (f == 2) have_trainer = 1;
+            if (f == 3) have_normalizer = 1;
         }
     }
     if (m->n_pieces == 0) return pb_fail(&r, "no pieces (not a SentencePiece model)");
-    if (!have_trainer) return pb_fail(&r, "no trainer_spec (not a SentencePiece model)");
+    /* sentencepiece always writes both; a file without them is cut short (or not a model) */
+    if (!have_trainer) return pb_fail(&r, "no trainer_spec after %d pieces (truncated?)", m->n_pieces);
+    if (!have_normalizer) return pb_fail(&r, "no normalizer_spec (truncated?)");
     const char **defs[4] = {(const char **)&m->unk_piece, (const char **)&m->bos_piece,
                             (const char **)&m->eos_piece, (const char **)&m->pad_piece};
     const char *defv[4] = {"<unk>", "<s>", "</s>", "<pad>"};

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/spm_proto.h"
 #include "fable/util.h"
@@ -1056,7 +1057,8 @@ tokenizer *tok_load_mem(const void *data, size_t len, const char *name) {
     if (t) return t;
     if (!why_bin[0]) snprintf(why_bin, sizeof why_bin, "%s", fb_errmsg());
     if (d[0] == 0x0A)
-        fb_err("%s: not a valid tokenizer: as a SentencePiece .model: %s; as a tokenizer.bin: %s", name, why_model, why_bin);
+        fb_err("%s: not a valid tokenizer (truncated or corrupt?): as a SentencePiece .model: %s; as a llama2.c tokenizer.bin: %s",
+               name, why_model, why_bin);
     else
         fb_err("%s: not a tokenizer (neither a SentencePiece .model nor a llama2.c tokenizer.bin): %s", name, why_bin);
     return NULL;
@@ -1065,6 +1067,11 @@ tokenizer *tok_load_mem(const void *data, size_t len, const char *name) {
 tokenizer *tok_load(const char *path) {
     char *data;
     size_t len;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fb_err("%s: not a regular file (expected a SentencePiece .model or a llama2.c tokenizer.bin)", path);
+        return NULL;
+    }
     if (fb_read_file(path, &data, &len)) return NULL;
     tokenizer *t = tok_load_mem(data, len, path);
     free(data);

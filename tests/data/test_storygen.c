@@ -48,6 +48,10 @@ int main(void) {
         char e = t[l - 1];
         if (e != '.' && e != '!' && e != '?' && e != '"') bad_end++;
         size_t q = 0;
+        for (size_t k = 0; k + 2 < l; k++) /* sentences start with a capital: ". she" is wrong */
+            if ((t[k] == '.' || t[k] == '!' || t[k] == '?' || t[k] == '\n') && (t[k + 1] == ' ' || t[k + 1] == '\n') &&
+                islower((unsigned char)t[k + 2]))
+                bad_start++;
         for (size_t k = 0; k < l; k++) {
             if (t[k] == '{' || t[k] == '}' || t[k] == 0) braces++;
             q += t[k] == '"';

@@ -138,6 +138,98 @@ def write_hard(vocab, sp, cases):
             f.write(ids_line(sp.encode(c, add_bos=True, add_eos=True)))
 
 
+# Extra models: other normalizer/trainer settings, trained here with sentencepiece (so the
+# models themselves are reference files), to exercise code paths that the Llama-2 and tok512
+# vocabularies do not: a precompiled charsmap (custom normalization rules) with
+# remove_extra_whitespaces and user-defined symbols; no byte fallback (unknown characters →
+# <unk>) without a dummy prefix; whitespace as a suffix; and UNUSED pieces (tok512 with a few
+# pieces re-typed UNUSED, which the encoder must split back).
+EXTRA_RULES = "\n".join(["%X\t%X" % (c, c + 32) for c in range(0x41, 0x5B)] +  # A-Z → a-z
+                         ["FB01\t66 69", "3000\t20", "9\t20", "2E 2E 2E\t2026", "C9\t45 301"]) + "\n"
+
+
+def pb_varint(b, i):
+    r = s = 0
+    while True:
+        c = b[i]; i += 1; r |= (c & 0x7F) << s; s += 7
+        if c < 0x80:
+            return r, i
+
+
+def pb_put_varint(v):
+    out = bytearray()
+    while True:
+        c = v & 0x7F; v >>= 7
+        out.append(c | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def mark_unused(model, pieces):
+    """Re-type the named pieces of a serialized ModelProto as UNUSED (type 5)."""
+    out, i = bytearray(), 0
+    while i < len(model):
+        start = i
+        key, i = pb_varint(model, i)
+        n, i = pb_varint(model, i)  # every top-level field is length-delimited
+        body = model[i:i + n]; i += n
+        if key == 0x0A:
+            j, name = 0, None
+            while j < len(body):
+                k2, j = pb_varint(body, j)
+                if k2 & 7 == 2:
+                    l2, j = pb_varint(body, j); v = body[j:j + l2]; j += l2
+                    if k2 >> 3 == 1:
+                        name = v
+                elif k2 & 7 == 5:
+                    j += 4
+                else:
+                    _, j = pb_varint(body, j)
+            if name in pieces:
+                body = body + b"\x18\x05"  # field 3 (type), varint 5; the last value wins
+                out += b"\x0A" + pb_put_varint(len(body)) + body
+                continue
+        out += model[start:i]
+    return bytes(out)
+
+
+def write_extra(cases):
+    import tempfile
+    tmp = tempfile.mkdtemp()
+    text = os.path.join(tmp, "train.txt")
+    with open(text, "wb") as f:
+        for st in stories(os.path.join(DATA, "tinystories/tinystories_v1_valid_first1000.txt"))[:300]:
+            f.write(st.strip() + b"\n")
+        f.write(b"ALL CAPS TEXT\tWITH TABS...  and   spaces \xef\xac\x81ne \xc3\x89t\xc3\xa9\n" * 20)
+        f.write(b"<|user|> hello <sep> world 123 4567 89\n" * 20)
+    rules = os.path.join(tmp, "rules.tsv")
+    open(rules, "w").write(EXTRA_RULES)
+    common = dict(input=text, model_type="bpe", vocab_size=420, character_coverage=1.0,
+                  hard_vocab_limit=False, num_threads=1, minloglevel=2)
+    spm.SentencePieceTrainer.train(model_prefix=os.path.join(tmp, "norm"), normalization_rule_tsv=rules,
+                                   remove_extra_whitespaces=True, byte_fallback=True,
+                                   user_defined_symbols=["<|user|>", "xyz"], **common)
+    spm.SentencePieceTrainer.train(model_prefix=os.path.join(tmp, "nofallback"), normalization_rule_name="identity",
+                                   byte_fallback=False, add_dummy_prefix=False, remove_extra_whitespaces=False,
+                                   split_digits=False, user_defined_symbols=["<sep>"], **common)
+    spm.SentencePieceTrainer.train(model_prefix=os.path.join(tmp, "suffix"), normalization_rule_name="identity",
+                                   byte_fallback=True, treat_whitespace_as_suffix=True,
+                                   remove_extra_whitespaces=False, **common)
+    models = {n: open(os.path.join(tmp, n + ".model"), "rb").read() for n in ("norm", "nofallback", "suffix")}
+    tok512 = open(os.path.join(DATA, "stories260K/tok512.model"), "rb").read()
+    models["unused"] = mark_unused(tok512, {"\u2581the".encode(), b"he", b"nd", "\u2581and".encode(),
+                                            b"ing", "\u2581".encode() + b"Lily"})
+    texts = cases + stories(os.path.join(DATA, "tinystories/tinystories_v2_sample_cs336.txt"))
+    for name, blob in models.items():
+        path = os.path.join(OUT, "extra_%s.model" % name)
+        open(path, "wb").write(blob)
+        sp = spm.SentencePieceProcessor(model_file=path)
+        with open(os.path.join(OUT, "extra_%s.ids" % name), "w") as f:
+            for t in texts:
+                f.write(ids_line(sp.encode(t)))
+        print("extra model %-10s %6d bytes, %d pieces" % (name, len(blob), sp.get_piece_size()))
+
+
 def write_trained():
     """Train a 512 vocabulary with fable on a fixed input, then record what sentencepiece
     makes of fable's .model: its ids for the hard cases and the cs336 stories. The C test
@@ -217,6 +309,7 @@ def main():
         write_corpus(vocab, sp, rel)
         write_hard(vocab, sp, cases)
     print("hard cases:", len(cases))
+    write_extra(cases)
     if "--trained" in sys.argv[1:]:
         write_trained()
 
