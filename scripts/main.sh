@@ -29,12 +29,12 @@ if [ -n "$LOCAL" ]; then
     esac
   done
 else
-  ./fable data --out "$OUT/data" --valid-only --no-tokenizer || true
-  if ls "$OUT"/data/*valid* >/dev/null 2>&1; then
-    TRAIN=("$OUT"/data/*valid*)   # held-out split below (--val-fraction)
-  else
-    ./fable data --out "$OUT/data" --offline --no-tokenizer
+  # downloads TinyStoriesV2-GPT4-valid.txt, or (offline) writes generated stories and says so
+  ./fable data --out "$OUT/data" --valid-only --no-tokenizer --quiet
+  if grep -q generated: "$OUT/data/SOURCES.txt"; then
     TRAIN=("$OUT"/data/*train*); VALID=("$OUT"/data/*valid*)
+  else
+    TRAIN=("$OUT"/data/*valid*)   # the downloaded file; a held-out 5% below (--val-fraction)
   fi
 fi
 echo "== 2. tokenizer: 512-token BPE trained by fable"

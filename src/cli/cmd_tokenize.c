@@ -2,7 +2,7 @@
  * line) -> token shards: BOS before every story, no EOS, ids checked against the vocab.
  *
  *   fable tokenize --tokenizer T [--out DIR] [--format auto|json|eot|lines]
- *                  [--val-input F]... [--val-fraction f] [--threads N] [--quiet] INPUT...
+ *                  [--val-input F... | --val-fraction f] [--threads N] [--quiet] INPUT...
  *
  * Writes DIR/train.bin (all inputs) and, with a validation split, DIR/val.bin
  * (--train-out / --val-out name the files directly).
@@ -29,7 +29,8 @@ static void usage(void) {
            "  --out DIR            output directory (default data): DIR/train.bin, DIR/val.bin\n"
            "  --train-out PATH     training shard path (overrides --out)\n"
            "  --val-out PATH       validation shard path (overrides --out)\n"
-           "  --val-input F        validation text file (repeat for several)\n"
+           "  --val-input F...     validation text file(s): the words after it up to the next option\n"
+           "                       (so put the training INPUTs before it, or use --input)\n"
            "  --val-fraction f     or: every story i with floor((i+1)f) > floor(i f) goes to validation\n"
            "  --threads N          encoding threads (default: all cores)\n"
            "  --quiet              no progress bar\n"
@@ -53,26 +54,6 @@ static void draw_bar(uint64_t done, uint64_t total, void *p) {
             dt > 0 ? done / 1e6 / dt : 0.0);
     if (done >= total) fputc('\n', stderr);
     fflush(stderr);
-}
-
-/* Each "--name VALUE" / "--name=VALUE", one value per occurrence (unlike cli_multi, which
- * would also swallow the positional inputs after "--val-input F"). */
-static int take_each(cli_args *a, const char *name, const char **out, int max) {
-    int n = 0;
-    size_t len = strlen(name);
-    for (int i = 1; i < a->argc; i++) {
-        const char *s = a->argv[i];
-        if (a->used[i] || strncmp(s, name, len) != 0) continue;
-        if (s[len] == '=') {
-            a->used[i] = 1;
-            if (n < max) out[n++] = s + len + 1;
-        } else if (s[len] == 0 && i + 1 < a->argc) {
-            a->used[i] = a->used[i + 1] = 1;
-            if (n < max) out[n++] = a->argv[i + 1];
-            i++;
-        }
-    }
-    return n;
 }
 
 static int read_inputs(corpus *c, const char **paths, int n, corpus_format fmt, int verbose) {
@@ -109,7 +90,7 @@ int cmd_tokenize(int argc, char **argv) {
     long threads = cli_int(&a, "--threads", 0);
     int quiet = cli_flag(&a, "--quiet");
     const char *inputs[MAX_INPUTS], *val_inputs[MAX_INPUTS];
-    int n_val = take_each(&a, "--val-input", val_inputs, MAX_INPUTS);
+    int n_val = cli_multi(&a, "--val-input", val_inputs, MAX_INPUTS);
     int n_in = cli_multi(&a, "--input", inputs, MAX_INPUTS);
     n_in += cli_positional(&a, inputs + n_in, MAX_INPUTS - n_in);
     if (cli_finish(&a) != 0) return 2;

@@ -648,6 +648,14 @@ long tok_encode(const tokenizer *t, const char *text, size_t len, int bos, int e
     } else if (bpe_word(t, c, s, n)) {
         return -1;
     }
+    if (!t->byte_fallback) {
+        /* sentencepiece merges a run of unknown pieces into one <unk> (so a decoder can
+         * copy the unknown surface in one go); with byte fallback there are none. */
+        size_t o = 0;
+        for (size_t i = 0; i < c->ids_n; i++)
+            if (!(c->ids[i] == t->unk_id && o && c->ids[o - 1] == t->unk_id)) c->ids[o++] = c->ids[i];
+        c->ids_n = o;
+    }
     if (eos && t->eos_id >= 0 && emit(c, t->eos_id)) return -1;
     size_t k = c->ids_n < max ? c->ids_n : max;
     if (k) memcpy(out, c->ids, k * sizeof(int32_t));

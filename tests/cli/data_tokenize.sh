@@ -27,8 +27,8 @@ grep -q "tokens/story" "$T/out" || fail "no tokens/story"
 head -c 8 "$T/a/train.bin" | grep -q FBLTOKS1 || fail "no shard header"
 
 # 2. --val-input with the Llama 2 tokenizer (256,374 and 210,352 tokens)
-tok --tokenizer "$L2" --out "$T/b" --val-input "$S/tinystories_v1_valid_first1000.txt" \
-  "$S/tinystories_v1_train_first1000.json" || fail "exit $?"
+tok --tokenizer "$L2" --out "$T/b" "$S/tinystories_v1_train_first1000.json" \
+  --val-input "$S/tinystories_v1_valid_first1000.txt" || fail "exit $?"
 [ "$(size "$T/b/train.bin")" -eq $((32 + 2 * (256374 + 1000))) ] || fail "train.bin is $(size "$T/b/train.bin") bytes"
 [ "$(size "$T/b/val.bin")" -eq $((32 + 2 * (210352 + 1000))) ] || fail "val.bin is $(size "$T/b/val.bin") bytes"
 grep -q "256374 tokens" "$T/out" || fail "train token count not printed"
@@ -44,8 +44,12 @@ cmp -s "$T/c1.bin" "$T/c2.bin" || fail "1 and 2 threads differ"
 
 # 4. the generated corpus tokenizes
 timeout 30 ./fable data --offline --out "$T/g" --stories 200 --no-tokenizer >/dev/null 2>&1 || fail "fable data --offline"
-tok --tokenizer "$T512" --out "$T/g" --val-input "$T/g/tinystories-valid.txt" "$T/g/tinystories-train.txt" || fail "exit $?"
+tok --tokenizer "$T512" --out "$T/g" "$T/g/tinystories-train.txt" --val-input "$T/g/tinystories-valid.txt" || fail "exit $?"
 grep -q "^train: 200 stories" "$T/out" && grep -q "^val: 20 stories" "$T/out" || fail "generated corpus counts"
+# several validation files after --val-input (the cli convention: the words up to the next option)
+tok --tokenizer "$T512" --out "$T/g2" --input "$S/tinystories_v2_sample_cs336.txt" --val-input \
+  "$S/tinystories_v2_sample_cs336.txt" "$T/g/tinystories-valid.txt" || fail "exit $?"
+grep -q "^train: 5 stories" "$T/out" && grep -q "^val: 25 stories" "$T/out" || fail "two validation files"
 
 # 5. invalid UTF-8 is passed to the tokenizer (byte fallback), not an error
 printf 'A story with bad bytes \xff\xfe here.\nAnother \xc3 one.\n' >"$T/bad.txt"

@@ -249,6 +249,58 @@ static void check_hard(const char *label, tokenizer *t, const char *vocab) {
     free(buf); free(got); free(cl); free(el); free(bl); free(cases); free(exp); free(expb);
 }
 
+/* Extra sentencepiece-trained models (see gen_tok_fixtures.py): hard cases + cs336 stories. */
+static void check_extra(const char *name) {
+    char f[128];
+    snprintf(f, sizeof f, "extra_%s.model", name);
+    tokenizer *t = tok_load(fixture_path(f));
+    CHECK(t != NULL, "load %s: %s", f, fb_errmsg());
+    size_t clen, elen, slen;
+    snprintf(f, sizeof f, "extra_%s.ids", name);
+    char *cases = read_all(fixture_path("hard_cases.txt"), &clen), *exp = read_all(fixture_path(f), &elen);
+    char *st = read_all(t_data_path("tinystories/tinystories_v2_sample_cs336.txt"), &slen);
+    if (!t || !cases || !exp || !st) { CHECK(0, "extra fixture %s missing", name); goto out; }
+    char **cl, **el;
+    size_t nc = split_lines(cases, clen, &cl), ne = split_lines(exp, elen, &el), k = 0, bad = 0, ids = 0;
+    char *buf = malloc(clen + slen + 1);
+    int32_t want[8192], *got = NULL;
+    size_t cap = 0;
+    const char *sep = "<|endoftext|>", *p = st, *end = st + slen;
+    for (size_t i = 0;; i++) {
+        size_t n;
+        if (i < nc) {
+            if (cl[i][0] == '#') continue;
+            n = unescape(cl[i], buf);
+        } else {  /* then the stories, split as the generator does */
+            if (p >= end) break;
+            const char *q = memmem(p, (size_t)(end - p), sep, strlen(sep));
+            const char *e = q ? q : end;
+            n = (size_t)(e - p);
+            memcpy(buf, p, n);
+            p = q ? q + strlen(sep) : end;
+            if (is_blank(buf, n)) continue;
+        }
+        if (k >= ne) { bad++; break; }
+        long nw = parse_ids(el[k], el[k] + strlen(el[k]), want, 8192);
+        long ng = enc(t, buf, n, 0, 0, &got, &cap);
+        ids += (size_t)nw;
+        if (!ids_equal(got, ng, want, nw)) {
+            bad++;
+            fprintf(stderr, "extra_%s: text %zu differs from sentencepiece\n", name, k);
+            print_ids("sentencepiece", want, nw);
+            print_ids("fable", got, ng);
+        }
+        k++;
+    }
+    CHECK(bad == 0 && k == ne, "extra_%s: %zu of %zu texts differ", name, bad, k);
+    fprintf(stderr, "extra_%-10s %zu texts, %zu ids identical to sentencepiece\n", name, k, ids);
+    total_compared += (long)ids;
+    free(buf); free(got); free(cl); free(el);
+out:
+    free(cases); free(exp); free(st);
+    tok_free(t);
+}
+
 /* ---- corpora --------------------------------------------------------------------------- */
 
 static const char *FILES[] = {
@@ -470,6 +522,9 @@ int main(void) {
     check_hard("llama2 tokenizer.bin", t[1], "llama2");
     check_hard("tok512 tok512.model", t[2], "tok512");
     check_hard("tok512 tok512.bin", t[3], "tok512");
+
+    const char *extra[] = {"norm", "nofallback", "suffix", "unused"};
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) check_extra(extra[i]);
 
     const char *names[2] = {".model", ".bin"};
     for (size_t f = 0; f < sizeof FILES / sizeof *FILES; f++) {
