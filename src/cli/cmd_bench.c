@@ -43,6 +43,51 @@ static long peak_rss_mb(void) {
     return ru.ru_maxrss / 1024;
 }
 
+/* Everything a benchmark needs: engine, weights/grads/moments, step context, a batch. */
+typedef struct {
+    model_config c;
+    eng *e;
+    size_t n;
+    float *p, *g, *m, *v;
+    model_params pw, pg;
+    step_ctx s;
+    int32_t *tok, *tgt;
+} bench_fix;
+
+static int fix_init(bench_fix *f, const model_config *c, int B, int T, int threads) {
+    memset(f, 0, sizeof *f);
+    f->c = *c;
+    if (T > f->c.seq_len) f->c.seq_len = T;
+    f->e = eng_cpu_create(threads);
+    if (!f->e) return -1;
+    f->n = model_num_params(&f->c);
+    f->p = fb_alloc(f->n * 4), f->g = fb_alloc(f->n * 4), f->m = fb_alloc(f->n * 4), f->v = fb_alloc(f->n * 4);
+    if (!f->p || !f->g || !f->m || !f->v) return -1;
+    model_init_weights(&f->c, f->p, 1);
+    model_params_view(&f->c, f->p, &f->pw);
+    model_params_view(&f->c, f->g, &f->pg);
+    if (step_init(&f->s, f->e, &f->c, B, T)) return -1;
+    f->tok = malloc((size_t)B * T * 4);
+    f->tgt = malloc((size_t)B * T * 4);
+    fb_rng r;
+    fb_rng_seed(&r, 7);
+    for (int i = 0; i < B * T; i++) {
+        f->tok[i] = (int32_t)(fb_rng_u32(&r) % f->c.vocab_size);
+        f->tgt[i] = (int32_t)(fb_rng_u32(&r) % f->c.vocab_size);
+    }
+    return 0;
+}
+
+static void fix_free(bench_fix *f) {
+    free(f->tok);
+    free(f->tgt);
+    if (f->e) {
+        step_free(&f->s);
+        f->e->destroy(f->e);
+    }
+    fb_free(f->p); fb_free(f->g); fb_free(f->m); fb_free(f->v);
+}
+
 static int bench_step(cli_args *a) {
     model_config c;
     if (parse_model(a, &c)) return cli_fail(a, NULL);
@@ -51,22 +96,14 @@ static int bench_step(cli_args *a) {
     int steps = (int)cli_int(a, "--steps", 5), warm = (int)cli_int(a, "--warmup", 2);
     int json = cli_flag(a, "--json");
     if (cli_finish(a)) return 2;
-    if (T > c.seq_len) c.seq_len = T;
-    eng *e = eng_cpu_create(threads);
-    if (!e) return cli_fail(a, NULL);
-    const size_t n = model_num_params(&c);
-    float *p = fb_alloc(n * 4), *g = fb_alloc(n * 4), *m = fb_alloc(n * 4), *v = fb_alloc(n * 4);
-    if (!p || !g || !m || !v) return cli_fail(a, NULL);
-    model_init_weights(&c, p, 1);
-    model_params pw, pg;
-    model_params_view(&c, p, &pw);
-    model_params_view(&c, g, &pg);
-    step_ctx s;
-    if (step_init(&s, e, &c, B, T)) return cli_fail(a, NULL);
-    int32_t *tok = malloc((size_t)B * T * 4), *tgt = malloc((size_t)B * T * 4);
-    fb_rng r;
-    fb_rng_seed(&r, 7);
-    for (int i = 0; i < B * T; i++) { tok[i] = (int32_t)(fb_rng_u32(&r) % c.vocab_size); tgt[i] = (int32_t)(fb_rng_u32(&r) % c.vocab_size); }
+    bench_fix f;
+    if (fix_init(&f, &c, B, T, threads)) return cli_fail(a, NULL);
+    eng *e = f.e;
+    step_ctx s = f.s;
+    const size_t n = f.n;
+    float *p = f.p, *g = f.g, *m = f.m, *v = f.v;
+    model_params pw = f.pw, pg = f.pg;
+    const int32_t *tok = f.tok, *tgt = f.tgt;
     const optim_cfg oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
     double peak = eng_peak_gflops(e);
     double *ms = malloc(steps * sizeof(double));
@@ -115,11 +152,8 @@ static int bench_step(cli_args *a) {
         printf("peak resident memory %ld MB\n", peak_rss_mb());
     }
     free(ms);
-    free(tok);
-    free(tgt);
-    step_free(&s);
-    fb_free(p); fb_free(g); fb_free(m); fb_free(v);
-    e->destroy(e);
+    f.s = s;
+    fix_free(&f);
     return 0;
 }
 
@@ -151,18 +185,14 @@ static int bench_kernels(cli_args *a) {
     int threads = (int)cli_int(a, "--threads", 0), reps = (int)cli_int(a, "--reps", 5);
     int json = cli_flag(a, "--json");
     if (cli_finish(a)) return 2;
-    if (T > c.seq_len) c.seq_len = T;
-    eng *e = eng_cpu_create(threads);
-    const size_t n = model_num_params(&c);
-    float *p = fb_alloc(n * 4), *g = fb_alloc(n * 4);
-    model_init_weights(&c, p, 1);
-    model_params pw, pg;
-    model_params_view(&c, p, &pw);
-    model_params_view(&c, g, &pg);
-    step_ctx s;
-    if (step_init(&s, e, &c, B, T)) return cli_fail(a, NULL);
-    int32_t *tok = malloc((size_t)B * T * 4), *tgt = malloc((size_t)B * T * 4);
-    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7919) % c.vocab_size; tgt[i] = (i * 104729 + 3) % c.vocab_size; }
+    bench_fix f;
+    if (fix_init(&f, &c, B, T, threads)) return cli_fail(a, NULL);
+    eng *e = f.e;
+    step_ctx s = f.s;
+    const size_t n = f.n;
+    float *p = f.p, *g = f.g;
+    model_params pw = f.pw, pg = f.pg;
+    const int32_t *tok = f.tok, *tgt = f.tgt;
     step_fwd_bwd(&s, &pw, &pg, tok, tgt); /* fills every tap */
     const eng_dims *d = &s.d;
     const double N = d->N, D = d->D, F = d->F, KVD = d->KVD, V = d->V, Tt = d->T;
@@ -196,12 +226,10 @@ static int bench_kernels(cli_args *a) {
     TIME_IT(reps, t, e->rmsnorm_fwd(e, d->N, d->D, s.res, pw.rms_final, s.xf, s.xf_rstd));
     report(json, "final rmsnorm fwd", t, 3 * N * D, peak);
     {
-        float *m = fb_alloc(n * 4), *v = fb_alloc(n * 4);
+        float *m = f.m, *v = f.v;
         eng_adamw_args aa = {.lr = 1e-6f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_scale = 1, .step = 1};
         TIME_IT(reps, t, e->adamw(e, p, g, m, v, n, &aa));
         report(json, "AdamW (all params)", t, 10.0 * n, peak);
-        fb_free(m);
-        fb_free(v);
     }
     /* GEMM shapes alone: forward Y=X·Wᵀ, dx = dY·W, dW += dYᵀ·X */
     struct { const char *name; int out, in; } shapes[] = {
@@ -225,12 +253,7 @@ static int bench_kernels(cli_args *a) {
         report(json, nm, t, fl, peak);
     }
     fb_free(X); fb_free(Y); fb_free(W);
-    free(tok);
-    free(tgt);
-    step_free(&s);
-    fb_free(p);
-    fb_free(g);
-    e->destroy(e);
+    fix_free(&f);
     return 0;
 }
 

@@ -754,7 +754,7 @@ int bpe_train_texts(const char *const *texts, const size_t *lens, size_t n_texts
     m.n_pieces = total;
     int id = 0;
     static const char *special[3] = {"<unk>", "<s>", "</s>"};
-    static char bytes[256][7];
+    char bytes[256][7];  /* local: concurrent trainers share nothing */
     for (int i = 0; i < 3; i++, id++)
         m.pieces[id] = (spm_piece){(char *)special[i], (uint32_t)strlen(special[i]), 0.0f, i ? SPM_CONTROL : SPM_UNKNOWN};
     for (int b = 0; b < 256; b++, id++) {
