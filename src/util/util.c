@@ -94,6 +94,8 @@ double fb_now(void) {
 
 /* ---- files -------------------------------------------------------------------- */
 int fb_read_file(const char *path, char **data, size_t *len) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return fb_err("%s: not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return fb_errno("%s: cannot open", path);
     if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return fb_errno("%s: cannot seek", path); }

@@ -9,9 +9,15 @@
  * as fable does, and that training did not change. If the trainer is changed on purpose,
  * regenerate the fixture (docs/tokenizer.md).
  * Also: the layout of the vocabulary, determinism, and tokens/story within 10% of tok512's.
+ *
+ * And against sentencepiece's trainer itself: tests/fixtures/tok/spm_trained512.model was
+ * trained by the sentencepiece library with llama2.c's tok512 recipe on the stories of
+ * tinystories_v1_train_first1000.json; fable, trained on the same stories, must produce the
+ * same 512 pieces in the same order with the same scores.
  */
 #include <stdint.h>
 
+#include "fable/data.h"
 #include "fable/tokenizer.h"
 #include "fable/util.h"
 #include "testlib.h"
@@ -236,6 +242,38 @@ int main(void) {
     }
     free(held);
     tok_free(ref);
+
+    /* Same vocabulary as sentencepiece's trainer on the same stories. */
+    {
+        corpus c = {0};
+        tokenizer *spm = tok_load(fixture_path("spm_trained512.model"));
+        CHECK(spm != NULL, "spm_trained512.model: %s", fb_errmsg());
+        int rc = corpus_add_file(&c, t_data_path("tinystories/tinystories_v1_train_first1000.json"), CORPUS_JSON, NULL);
+        CHECK(rc == 0 && c.n == 1000, "read the training stories: %s", fb_errmsg());
+        uint8_t *model = NULL;
+        size_t mlen = 0;
+        if (spm && rc == 0 && bpe_train_texts(c.text, c.len, c.n, &o, &model, &mlen) == 0) {
+            tokenizer *mine = tok_load_mem(model, mlen, "trained in memory");
+            CHECK(mine != NULL, "load: %s", fb_errmsg());
+            int same = 0, n = mine ? tok_vocab_size(mine) : 0;
+            for (int i = 0; i < n && i < tok_vocab_size(spm); i++) {
+                int eq = !strcmp(tok_sp_piece(mine, i), tok_sp_piece(spm, i)) &&
+                         tok_score(mine, i) == tok_score(spm, i) && tok_piece_type(mine, i) == tok_piece_type(spm, i);
+                if (!eq && same == i)
+                    fprintf(stderr, "first difference at id %d: fable '%s' %g, sentencepiece '%s' %g\n", i,
+                            tok_sp_piece(mine, i), (double)tok_score(mine, i), tok_sp_piece(spm, i), (double)tok_score(spm, i));
+                same += eq;
+            }
+            CHECK(n == 512 && same == 512, "%d of %d pieces equal sentencepiece's trainer", same, n);
+            fprintf(stderr, "vocabulary trained like sentencepiece's trainer: %d of 512 pieces identical\n", same);
+            tok_free(mine);
+        } else {
+            CHECK(0, "training on the stories failed: %s", fb_errmsg());
+        }
+        free(model);
+        tok_free(spm);
+        corpus_free(&c);
+    }
 
     /* Bad options are errors, not crashes. */
     bpe_train_opts small = o;

@@ -143,6 +143,8 @@ static double block_edges(void) {
         /* above the 2-thread threshold (4 MFLOP) yet small/odd: every split with edges */
         {70, 100, 300}, {9, 200, 1100}, {383, 33, 170}, {1, 2000, 1030}, {200, 65, 600},
         {33, 31, 2100}, {8, 4000, 70}, {390, 17, 333},
+        /* big-M order with several N blocks, several K blocks, several M blocks a thread */
+        {400, 4200, 20}, {800, 100, 600}, {1700, 40, 270},
     };
     double worst = 0;
     int nc = (int)(sizeof cases / sizeof cases[0]);

@@ -193,9 +193,17 @@ def mark_unused(model, pieces):
     return bytes(out)
 
 
-def write_extra(cases):
+def fixed_tmp():
+    """A fixed scratch directory: sentencepiece stores its input and output paths in the
+    model, so fixed paths keep regenerated models byte-identical."""
     import tempfile
-    tmp = tempfile.mkdtemp()
+    d = os.path.join(tempfile.gettempdir(), "fable_tok_fixtures")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def write_extra(cases):
+    tmp = fixed_tmp()
     text = os.path.join(tmp, "train.txt")
     with open(text, "wb") as f:
         for st in stories(os.path.join(DATA, "tinystories/tinystories_v1_valid_first1000.txt"))[:300]:
@@ -228,6 +236,27 @@ def write_extra(cases):
             for t in texts:
                 f.write(ids_line(sp.encode(t)))
         print("extra model %-10s %6d bytes, %d pieces" % (name, len(blob), sp.get_piece_size()))
+
+
+def write_spm_trained():
+    """sentencepiece's own BPE trainer with llama2.c's tok512 recipe (tinystories.py
+    train_vocab) on the stories of tinystories_v1_train_first1000.json, each stripped and
+    written on one line as train_vocab does. test_tokenizer_train.c trains fable on the same
+    stories and requires the same 512 pieces in the same order."""
+    tmp = fixed_tmp()
+    txt = os.path.join(tmp, "tiny.txt")
+    st = [s.strip() for s in json.load(open(os.path.join(DATA, "tinystories/tinystories_v1_train_first1000.json"),
+                                            encoding="utf-8"))]
+    open(txt, "w", encoding="utf-8").write("".join(s + "\n" for s in st))
+    spm.SentencePieceTrainer.train(input=txt, model_prefix=os.path.join(tmp, "spm512"), model_type="bpe",
+                                   vocab_size=512, self_test_sample_size=0, input_format="text",
+                                   character_coverage=1.0, num_threads=1, split_digits=True,
+                                   allow_whitespace_only_pieces=True, byte_fallback=True,
+                                   unk_surface=r" \342\201\207 ", normalization_rule_name="identity",
+                                   minloglevel=2)
+    blob = open(os.path.join(tmp, "spm512.model"), "rb").read()
+    open(os.path.join(OUT, "spm_trained512.model"), "wb").write(blob)
+    print("spm_trained512.model: %d bytes" % len(blob))
 
 
 def write_trained():
@@ -310,6 +339,7 @@ def main():
         write_hard(vocab, sp, cases)
     print("hard cases:", len(cases))
     write_extra(cases)
+    write_spm_trained()
     if "--trained" in sys.argv[1:]:
         write_trained()
 

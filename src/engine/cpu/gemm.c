@@ -5,7 +5,8 @@
  * Five loops around one micro-kernel (BLIS's structure; our own code):
  *
  *   for jc in N, step NC           B block  op(B)[pc:pc+kc, jc:jc+nc] packed → lives in L3
- *    for pc in K, step KC           (packed by all threads together, then a barrier)
+ *    for pc in K, step KC           (packed by all threads together, then a barrier;
+ *                                    double-buffered, so one barrier per block)
  *     for ic in M (this thread's rows), step MC
  *                                   A block  op(A)[ic:ic+mc, pc:pc+kc] packed → lives in L2
  *      for jr in nc, step NR          B micro-panel kc×NR → stays in L1 across the ir loop
@@ -39,8 +40,8 @@
  *
  * Threads (OpenMP; libgomp keeps its pool, so no threads are created per call): the M
  * panels are split into one contiguous row range per thread; each thread packs its own A
- * blocks (no barrier) and all threads pack one shared B block together (a barrier after
- * packing, one before it is overwritten). When M has fewer panels than threads, the NR
+ * blocks (no barrier) and all threads pack one shared B block together (one barrier after
+ * packing; the B buffer is double-buffered). When M has fewer panels than threads, the NR
  * panels of each B block are split instead. With a pre-packed B there is nothing shared
  * to write, so threads run without any barrier. Called inside a parallel region: one thread.
  *
@@ -52,6 +53,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -137,22 +139,48 @@ static inline void tr8x8(__m256 r[8]) {
  * op(B) without transB: B[p][j]), a plain copy. n values per k-row are cut into
  * ceil(n/w) panels of width w, the last zero-padded:
  *   dst[q·kc·w + p·w + r] = src[p·lds + q·w + r]   (q·w + r < n; else 0),  p < kc.
- * k is the outer loop so each source row is read as one contiguous run; packing panel by
- * panel instead touches one w-float piece per row per panel, and with a large stride (dYᵀ
- * in dW has lds = out = 32000: a page per row) that measured 0.49 ns/float against 0.09. */
-static void pack_contig_panels(int w, int n, int kc, const float *src, ptrdiff_t lds, float *dst) {
+ * Walked 8 k-rows at a time across all panels: the 8 source rows stream sequentially and
+ * each panel gets 8·w contiguous floats (whole cache lines). Measured for w = 8, kc = 256,
+ * 48 panels: panel by panel 0.49 ns/float (one 32-byte piece per row per panel: TLB-bound
+ * when lds is large, e.g. dYᵀ in dW with lds = 32000), one k-row across all panels 0.89
+ * (48 write streams 8 KB apart alias in the L1's sets), 8 k-rows at a time 0.1. */
+static inline __attribute__((always_inline)) void
+pack_contig_panels_w(const int w, int n, int kc, const float *src, ptrdiff_t lds, float *dst) {
     const int np = ceil_div(n, w), full = (w & 7) == 0 ? n / w : 0;
     const ptrdiff_t ps = (ptrdiff_t)kc * w;                  /* panel stride in dst */
-    for (int p = 0; p < kc; p++, src += lds) {
-        float *d = dst + (ptrdiff_t)p * w;
-        for (int q = 0; q < full; q++)
-            for (int r = 0; r < w; r += 8)
-                _mm256_storeu_ps(d + q * ps + r, _mm256_loadu_ps(src + q * w + r));
-        for (int q = full; q < np; q++) {
-            int we = imin(w, n - q * w), r = 0;
-            for (; r < we; r++) d[q * ps + r] = src[q * w + r];
-            for (; r < w; r++) d[q * ps + r] = 0.0f;
+    for (int p0 = 0; p0 < kc; p0 += 8) {
+        const int pn = imin(8, kc - p0);
+        const float *s = src + (ptrdiff_t)p0 * lds;
+        float *d = dst + (ptrdiff_t)p0 * w;
+        if (pn == 8) {
+            for (int q = 0; q < full; q++) {                 /* 8·w floats, contiguous */
+#pragma GCC unroll 8
+                for (int p = 0; p < 8; p++)
+#pragma GCC unroll 4
+                    for (int r = 0; r < w; r += 8)
+                        _mm256_storeu_ps(d + q * ps + p * w + r,
+                                         _mm256_loadu_ps(s + (ptrdiff_t)p * lds + q * w + r));
+            }
         }
+        for (int q = pn == 8 ? full : 0; q < np; q++) {
+            int we = imin(w, n - q * w);
+            for (int p = 0; p < pn; p++) {
+                int r = 0;
+                for (; r < we; r++) d[q * ps + p * w + r] = s[(ptrdiff_t)p * lds + q * w + r];
+                for (; r < w; r++) d[q * ps + p * w + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Specialised on the panel widths in use so the copy loops unroll completely
+ * (the generic loop measured 0.36 ns/float for w = 8, the specialised one 0.14). */
+static void pack_contig_panels(int w, int n, int kc, const float *src, ptrdiff_t lds, float *dst) {
+    switch (w) {
+    case 8:  pack_contig_panels_w(8, n, kc, src, lds, dst); break;
+    case 16: pack_contig_panels_w(16, n, kc, src, lds, dst); break;
+    case 32: pack_contig_panels_w(32, n, kc, src, lds, dst); break;
+    default: pack_contig_panels_w(w, n, kc, src, lds, dst); break;
     }
 }
 
@@ -245,7 +273,7 @@ static void ukernel_avx512_8x32(int kc, const float *restrict pa, const float *r
 #endif /* GEMM_AVX512 */
 #endif /* GEMM_AVX2 */
 
-static const gemm_arch g_archs[] = {
+static gemm_arch g_archs[] = {   /* blocks adjustable once via FABLE_GEMM_BLOCKS */
 #ifdef GEMM_AVX512
     {"avx512", 8, 32, 384, 256, 4096, ukernel_avx512_8x32},
 #endif
@@ -257,8 +285,24 @@ static const gemm_arch g_archs[] = {
 #define N_ARCHS ((int)(sizeof g_archs / sizeof g_archs[0]))
 
 static const gemm_arch *_Atomic g_arch = NULL;
+static pthread_once_t g_archs_once = PTHREAD_ONCE_INIT;
+
+/* FABLE_GEMM_BLOCKS="MC,KC,NC" overrides the cache blocks of every kernel (for tuning
+ * sweeps; bench/RESULTS.md has the sweep that chose the defaults). */
+static void archs_init(void) {
+    const char *e = getenv("FABLE_GEMM_BLOCKS");
+    int mc, kc, nc;
+    if (!e || sscanf(e, "%d,%d,%d", &mc, &kc, &nc) != 3 || mc < 1 || kc < 8 || nc < 1) return;
+    for (int i = 0; i < N_ARCHS; i++) {
+        if (!g_archs[i].kern) continue;
+        g_archs[i].mc = round_up(mc, g_archs[i].mr);
+        g_archs[i].kc = round_up(kc, 8);
+        g_archs[i].nc = round_up(nc, g_archs[i].nr);
+    }
+}
 
 static const gemm_arch *find_arch(const char *name) {
+    pthread_once(&g_archs_once, archs_init);
     for (int i = 0; i < N_ARCHS; i++)
         if (strcmp(g_archs[i].name, name) == 0) return &g_archs[i];
     return NULL;
@@ -269,7 +313,7 @@ static const gemm_arch *cur_arch(void) {
     if (a) return a;
     const char *e = getenv("FABLE_GEMM_KERNEL");
     a = (e && *e) ? find_arch(e) : NULL;
-    if (!a) a = &g_archs[0];
+    if (!a) a = find_arch(g_archs[0].name);
     g_arch = a;
     return a;
 }
@@ -346,7 +390,8 @@ typedef struct {
     const gemm_packed *Bp;
     float *C; ptrdiff_t ldc;
     int kcb, ncb, mcb_max;              /* block sizes; mcb_max bounds each A block */
-    float *bbuf;                        /* shared B block, kcb × ncb (rounded to NR) */
+    float *bbuf;                        /* shared B blocks, 2 × kcb × ncb (rounded to NR) */
+    size_t bblk_n;                      /* floats in one B block buffer */
     float *abuf;                        /* nt A blocks of mcb_max × kcb */
     gemm_barrier *bar;                  /* the team's barrier */
 } gemm_job;
@@ -415,20 +460,25 @@ static void gemm_thread(const gemm_job *jb, int tid, int nt) {
     float *abuf = jb->abuf + (size_t)tid * jb->mcb_max * jb->kcb;
     int sense = 0;
 
+    int it = 0;
     for (int jc = 0; jc < N; jc += jb->ncb) {
         int nc = imin(jb->ncb, N - jc), njr = ceil_div(nc, nr);
         int jr0 = njr * tj / tn, jr1 = njr * (tj + 1) / tn;
-        for (int pc = 0; pc < K; pc += jb->kcb) {
+        for (int pc = 0; pc < K; pc += jb->kcb, it++) {
             int kc = imin(jb->kcb, K - pc);
             float beta = pc == 0 ? jb->beta : 1.0f;
             const float *bblk;
             if (jb->Bp) {
                 bblk = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)(jc / nr) * kc * nr;
             } else {
+                /* double-buffered: block t+1 is packed into the buffer of block t-1,
+                 * which every thread has finished with once all have reached the
+                 * barrier of block t, so one barrier per block suffices */
+                float *bb = jb->bbuf + (size_t)(it & 1) * jb->bblk_n;
                 pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jc, nc, pc, kc,
-                              njr * tid / nt, njr * (tid + 1) / nt, jb->bbuf);
+                              njr * tid / nt, njr * (tid + 1) / nt, bb);
                 barrier_wait(jb->bar, nt, &sense);
-                bblk = jb->bbuf;
+                bblk = bb;
             }
             if (active) {
                 for (int ic = i0; ic < i1; ic += mcb) {
@@ -445,7 +495,6 @@ static void gemm_thread(const gemm_job *jb, int tid, int nt) {
                     }
                 }
             }
-            if (!jb->Bp) barrier_wait(jb->bar, nt, &sense);
         }
     }
 }
@@ -521,7 +570,8 @@ static int run_blocked(const gemm_arch *ar, int transA, int transB, int M, int N
         /* An A block is at most MC rows (rounded to MR) and never more than M needs; this
          * bound holds for any team size the runtime ends up giving. */
         jb.mcb_max = imin(round_up(ar->mc, ar->mr), round_up(M, ar->mr));
-        bsz = Bp ? 0 : (size_t)jb.kcb * round_up(jb.ncb, ar->nr); /* shared B block */
+        jb.bblk_n = (size_t)jb.kcb * round_up(jb.ncb, ar->nr);
+        bsz = Bp ? 0 : 2 * jb.bblk_n;                               /* shared, double-buffered */
         asz = (size_t)jb.mcb_max * jb.kcb * nt;                   /* one A block each */
     }
     float *s = scratch(bsz + asz + 16);
