@@ -20,15 +20,14 @@
  * Q_h is a [T, HS] view with row stride D into q; K_g, V_g are views with stride KVD.
  * OpenBLAS runs single-threaded inside the parallel region; the (b, h) pairs are the
  * parallel dimension. */
-static void attention_fwd(const eng_dims *d, const float *q, const float *k, const float *v, float *att,
+static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, float *att,
                           float *lse) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD;
     const int group = d->NH / d->NKV;
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *S = fb_alloc((size_t)T * T * sizeof(float));
-        if (!S) fb_die("out of memory in attention (%d x %d scores)", T, T);
+        float *S = cpu_thread_scratch(e, (size_t)T * T * sizeof(float));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
@@ -57,7 +56,6 @@ static void attention_fwd(const eng_dims *d, const float *q, const float *k, con
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, S, T, V, KVD, 0.0f,
                             att + (size_t)b * T * D + h * HS, D);
             }
-        fb_free(S);
     }
 }
 
@@ -70,7 +68,7 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
     mm_nt(N, KVD, D, tp->xn, D, w->wv, D, 0.0f, tp->v, KVD);
     cpu_rope(tp->q, N, d->T, d->NH, d->HS, rope, 0);
     cpu_rope(tp->k, N, d->T, d->NKV, d->HS, rope, 0);
-    attention_fwd(d, tp->q, tp->k, tp->v, tp->att, tp->lse);
+    attention_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
@@ -80,15 +78,14 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
  *   P = exp(Q_h·K_gᵀ/√HS − lse) (causal, zero above the diagonal)
  *   dV_g += Pᵀ·dA_h;   dP = dA_h·V_gᵀ;   Δ_t = Σ_u P[t,u]·dP[t,u]
  *   dS = P⊙(dP − Δ)/√HS;   dQ_h = dS·K_g;   dK_g += dSᵀ·Q_h */
-static void attention_bwd(const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
+static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
                           const float *da, float *dq, float *dk, float *dv) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *P = fb_alloc((size_t)2 * T * T * sizeof(float));
-        if (!P) fb_die("out of memory in attention backward (%d x %d scores)", T, T);
+        float *P = cpu_thread_scratch(e, (size_t)2 * T * T * sizeof(float));
         float *dP = P + (size_t)T * T;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
@@ -123,7 +120,6 @@ static void attention_bwd(const eng_dims *d, const float *q, const float *k, con
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, Q, D, beta, dK, KVD);
                 }
             }
-        fb_free(P);
     }
 }
 
@@ -131,7 +127,7 @@ void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
                   const float *dy, eng_attn_grads *g) {
     const int N = d->N, D = d->D;
     mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo */
-    attention_bwd(d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
+    attention_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
     cpu_rope(g->dq, N, d->T, d->NH, d->HS, rope, 1);
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);
 }

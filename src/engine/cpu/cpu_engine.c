@@ -15,7 +15,22 @@ void openblas_set_num_threads(int);
 typedef struct {
     void *buf[CPU_SCRATCH_COUNT];
     size_t bytes[CPU_SCRATCH_COUNT];
+    float *tbuf[CPU_MAX_THREADS];
+    size_t tbytes[CPU_MAX_THREADS];
 } cpu_state;
+
+float *cpu_thread_scratch(eng *e, size_t bytes) {
+    cpu_state *s = e->impl;
+    int t = omp_get_thread_num();
+    if (t >= CPU_MAX_THREADS) fb_die("more than %d threads", CPU_MAX_THREADS);
+    if (s->tbytes[t] < bytes) {
+        fb_free(s->tbuf[t]);
+        s->tbuf[t] = fb_alloc(bytes);
+        if (!s->tbuf[t]) fb_die("out of memory: thread scratch of %zu bytes", bytes);
+        s->tbytes[t] = bytes;
+    }
+    return s->tbuf[t];
+}
 
 void *cpu_scratch(eng *e, int slot, size_t bytes) {
     cpu_state *s = e->impl;
@@ -35,6 +50,7 @@ static void cpu_sync(eng *e) {}
 static void cpu_destroy(eng *e) {
     cpu_state *s = e->impl;
     for (int i = 0; i < CPU_SCRATCH_COUNT; i++) fb_free(s->buf[i]);
+    for (int i = 0; i < CPU_MAX_THREADS; i++) fb_free(s->tbuf[i]);
     free(s);
     free(e);
 }

@@ -34,6 +34,9 @@ static inline void mm_tn_acc(int M, int N, int K, const float *A, int lda, const
 /* ---- engine-owned scratch: reused across calls, grown on demand (never per-call alloc) ---- */
 enum { CPU_SCRATCH_CLS = 0, CPU_SCRATCH_COUNT };
 void *cpu_scratch(eng *e, int slot, size_t bytes);
+/* Per-thread scratch (attention tiles): call inside a parallel region; contents undefined. */
+#define CPU_MAX_THREADS 256
+float *cpu_thread_scratch(eng *e, size_t bytes);
 
 /* ---- shared element-wise pieces (cpu_engine.c) ---- */
 /* out[n,:] = x[n,:]·rstd[n]·w, rstd[n] = 1/sqrt(mean(x[n,:]²) + eps). Parallel over rows. */

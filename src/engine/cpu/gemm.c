@@ -59,6 +59,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -390,6 +391,7 @@ typedef struct {
     const gemm_packed *Bp;
     float *C; ptrdiff_t ldc;
     int kcb, ncb, mcb_max;              /* block sizes; mcb_max bounds each A block */
+    int ksb;                            /* small-M order: K super-block (multiple of kcb) */
     float *bbuf;                        /* shared B blocks, 2 × kcb × ncb (rounded to NR) */
     size_t bblk_n;                      /* floats in one B block buffer */
     float *abuf;                        /* nt A blocks of mcb_max × kcb */
@@ -500,43 +502,69 @@ static void gemm_thread(const gemm_job *jb, int tid, int nt) {
 }
 
 /* Small M (all of op(A) fits one A block, the forward/dx forms at 256 tokens): Goto's
- * order for a short, wide product. The A block (all M rows × kc) is packed once per K
- * block by all threads together, and each thread then walks its own share of the NR
- * panels of C, packing each B micro-panel just before using it, into a private 32 KB
- * buffer that stays in L1. Packed B never goes out to L3 and back (the big-M order
- * writes a 4 MB B block and reads it again), and there are no shared B writes, so one
- * barrier per K block suffices: A is double-buffered, and a thread can only start
- * packing block p+1 into the buffer of block p-1 after every thread has arrived at the
- * barrier of block p, i.e. finished computing block p-1. */
+ * order for a short, wide product.
+ *   for each K super-block (ksb = several KC blocks; all M rows × ksb packed ≤ 3/4 L2):
+ *     all threads pack the A super-block together → barrier
+ *     for each of my NR panels of C (threads split N):
+ *       for each KC block in the super-block:
+ *         pack the B micro-panel (kc × NR) into a private 32 KB buffer (stays in L1)
+ *         run the MR×NR tiles down the M rows
+ * The C strip (M × NR, 32 KB at M = 256) stays in L1/L2 across the super-block's KC
+ * blocks, so C goes to memory once per super-block instead of once per KC block: for the
+ * classifier forward (C = 256 × 32000 floats, K = 768) that is 1 pass instead of 3 over
+ * 33 MB. Packed B never goes out to L3 and back (the big-M order writes a 4 MB B block
+ * and reads it again). One barrier per super-block: A is double-buffered, and a thread
+ * can only start packing super-block s+1 into the buffer of s-1 after every thread has
+ * arrived at the barrier of s, i.e. finished computing s-1. */
 static void gemm_thread_small(const gemm_job *jb, int tid, int nt) {
     const gemm_arch *ar = jb->ar;
-    const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K;
+    const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K, kcb = jb->kcb;
     const int mp = ceil_div(M, mr), np = ceil_div(N, nr);
+    const size_t mpad = (size_t)mp * mr;
     const int j0 = np * tid / nt, j1 = np * (tid + 1) / nt;      /* my C panels */
     const int a0 = mp * tid / nt, a1 = mp * (tid + 1) / nt;      /* A panels I pack */
-    float *bpan = jb->bbuf + (size_t)tid * jb->kcb * nr;
+    float *bpan = jb->bbuf + (size_t)tid * kcb * nr;
     int sense = 0;
-    for (int pc = 0, it = 0; pc < K; pc += jb->kcb, it++) {
-        int kc = imin(jb->kcb, K - pc);
-        float beta = pc == 0 ? jb->beta : 1.0f;
-        float *ablk = jb->abuf + (size_t)(it & 1) * mp * mr * jb->kcb;
-        pack_a_panels(ar, jb->transA, jb->A, jb->lda, 0, M, pc, kc, a0, a1, ablk);
+    for (int k0 = 0, it = 0; k0 < K; k0 += jb->ksb, it++) {
+        const int k1 = imin(K, k0 + jb->ksb);
+        /* KC block pc of the super-block sits at asb + (pc - k0)·mpad */
+        float *asb = jb->abuf + (size_t)(it & 1) * mpad * jb->ksb;
+        for (int pc = k0; pc < k1; pc += kcb)
+            pack_a_panels(ar, jb->transA, jb->A, jb->lda, 0, M, pc, imin(kcb, K - pc), a0, a1,
+                          asb + (size_t)(pc - k0) * mpad);
         barrier_wait(jb->bar, nt, &sense);
         for (int jr = j0; jr < j1; jr++) {
-            const float *pb;
-            if (jb->Bp) {
-                pb = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)jr * kc * nr;
-            } else {
-                pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jr * nr, N - jr * nr, pc, kc, 0, 1, bpan);
-                pb = bpan;
-            }
-            int ne = imin(nr, N - jr * nr);
+            const int ne = imin(nr, N - jr * nr);
             float *cc = jb->C + jr * nr;
-            for (int ir = 0; ir < mp; ir++)
-                tile(ar, kc, ablk + (ptrdiff_t)ir * kc * mr, pb, cc + (ptrdiff_t)ir * mr * jb->ldc,
-                     jb->ldc, imin(mr, M - ir * mr), ne, jb->alpha, beta);
+            for (int pc = k0; pc < k1; pc += kcb) {
+                const int kc = imin(kcb, K - pc);
+                const float beta = pc == 0 ? jb->beta : 1.0f;
+                const float *ablk = asb + (size_t)(pc - k0) * mpad, *pb;
+                if (jb->Bp) {
+                    pb = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)jr * kc * nr;
+                } else {
+                    pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jr * nr, N - jr * nr, pc, kc, 0, 1, bpan);
+                    pb = bpan;
+                }
+                for (int ir = 0; ir < mp; ir++)
+                    tile(ar, kc, ablk + (ptrdiff_t)ir * kc * mr, pb, cc + (ptrdiff_t)ir * mr * jb->ldc,
+                         jb->ldc, imin(mr, M - ir * mr), ne, jb->alpha, beta);
+            }
         }
     }
+}
+
+/* Bytes of L2 per core (sysconf; 512 KB, Zen 3's, when unknown). */
+static size_t l2_bytes(void) {
+    static _Atomic long cached = 0;
+    long v = cached;
+    if (v) return (size_t)v;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (v < 65536 || v > (64L << 20)) v = 512 * 1024;
+    cached = v;
+    return (size_t)v;
 }
 
 /* Below this many flops a second thread costs more (wake-up, barriers) than it saves. */
@@ -564,8 +592,12 @@ static int run_blocked(const gemm_arch *ar, int transA, int transB, int M, int N
     int small = !Bp && M <= round_up(ar->mc, ar->mr) && ceil_div(N, ar->nr) >= nt;
     size_t bsz, asz;
     if (small) {
+        /* A super-block: as many KC blocks as fit 3/4 of L2 with all M rows (at least one) */
+        size_t mpad = (size_t)round_up(M, ar->mr);
+        int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * jb.kcb));
+        jb.ksb = jb.kcb * (nkb < 1 ? 1 : nkb);
         bsz = (size_t)jb.kcb * ar->nr * nt;                        /* one micro-panel each */
-        asz = (size_t)round_up(M, ar->mr) * jb.kcb * 2;           /* shared, double-buffered */
+        asz = mpad * jb.ksb * 2;                                   /* shared, double-buffered */
     } else {
         /* An A block is at most MC rows (rounded to MR) and never more than M needs; this
          * bound holds for any team size the runtime ends up giving. */
