@@ -2,7 +2,7 @@
  *
  * Build (after `make`, from the repository root):   make -C bench bench_gemm
  * Run:   build/bench/bench_gemm [--threads 1,2] [--models 110m,15m,260k] [--forms fwd,dx,dw]
- *                         [--min-time S] [--cold]
+ *                               [--min-time S] [--cold] [--peak P1,P2] [--no-header]
  *
  * For every shape and form it alternates calls of each contender (ours with the default
  * kernel, ours with a pre-packed weight, ours with the AVX2 6×16 kernel, OpenBLAS), so
@@ -10,7 +10,10 @@
  * median GFLOP/s, % of the measured FMA peak, and ours/OpenBLAS (best vs best).
  * --cold flushes the caches (writes 256 MB) before every call, as a training step sees
  * weights that are not cached. The FMA peak is measured at start with independent FMA
- * chains on zmm (AVX-512) and ymm (AVX2) registers.
+ * chains on zmm (AVX-512) and ymm (AVX2) registers; --peak P1,P2 makes %pk divide by
+ * given 1- and 2-thread peaks instead (the machine is shared: a peak measured while
+ * others run comes out low). Each row also reports how busy the other processes kept
+ * the machine while it was measured.
  * Output is a markdown table (one row per shape × form × threads).
  */
 #include "fable/gemm.h"
@@ -21,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
@@ -101,6 +106,24 @@ static const shape shapes[] = {
     {"260k", 512, 64, 8192},
 };
 
+/* CPU time used by other processes while a row was measured, as % of all cores: the
+ * machine is shared, so each row says how quiet it was. /proc/stat busy jiffies minus
+ * this process's own CPU time (getrusage). */
+static double busy_jiffies(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (!f) return 0;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]) != 8) v[0] = 0;
+    fclose(f);
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / sysconf(_SC_CLK_TCK);
+}
+static double own_cpu(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
 static char *flushbuf;
 static void flush_caches(void) {
     const size_t n = 256u << 20;
@@ -117,29 +140,39 @@ enum { C_OURS, C_PACKED, C_AVX2, C_BLAS, NC };
 
 int main(int argc, char **argv) {
     const char *threads = "1,2", *models = "110m,15m,260k", *forms = "fwd,dx,dw";
-    double min_time = 0.4;
-    int cold = 0;
+    double min_time = 0.4, pk_override[3] = {0, 0, 0};
+    int cold = 0, header = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
         else if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
         else if (!strcmp(argv[i], "--forms") && i + 1 < argc) forms = argv[++i];
         else if (!strcmp(argv[i], "--min-time") && i + 1 < argc) min_time = atof(argv[++i]);
         else if (!strcmp(argv[i], "--cold")) cold = 1;
-        else { fprintf(stderr, "usage: %s [--threads 1,2] [--models 110m,15m,260k] [--forms fwd,dx,dw] [--min-time S] [--cold]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--peak") && i + 1 < argc)
+            sscanf(argv[++i], "%lf,%lf", &pk_override[1], &pk_override[2]);
+        else if (!strcmp(argv[i], "--no-header")) header = 0;
+        else { fprintf(stderr, "usage: %s [--threads 1,2] [--models 110m,15m,260k] [--forms fwd,dx,dw] [--min-time S] [--cold] [--peak P1,P2] [--no-header]\n", argv[0]); return 2; }
     }
     const char *env_ct = getenv("OPENBLAS_CORETYPE"), *env_l2 = getenv("OPENBLAS_L2_SIZE");
     int have_avx2 = gemm_set_kernel("avx2") == 0;
     gemm_set_kernel(getenv("FABLE_GEMM_KERNEL") ? getenv("FABLE_GEMM_KERNEL") : "avx512");
     const char *ours = gemm_kernel_name();
     double pk_z[3] = {0, peak(1, 16), peak(2, 16)}, pk_y[3] = {0, peak(1, 8), peak(2, 8)};
-    printf("# bench_gemm: ours = %s kernel; OpenBLAS core %s (%s); OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s%s\n",
-           ours, openblas_get_corename(), openblas_get_config(), env_ct ? env_ct : "(unset)",
-           env_l2 ? env_l2 : "(unset)", cold ? "; caches flushed before each call" : "");
-    printf("# measured FMA peak GFLOP/s: AVX-512 %.0f (1 thr) %.0f (2 thr); AVX2 %.0f (1 thr) %.0f (2 thr)\n",
-           pk_z[1], pk_z[2], pk_y[1], pk_y[2]);
-    printf("# GFLOP/s best / median over alternating runs; %%pk = best / AVX-512 peak of that thread count\n\n");
-    printf("| model | form | M×N×K | thr | ours | %%pk | ours prepacked | ours avx2 6×16 | OpenBLAS | %%pk | ours/OB |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    double pk_ref[3];   /* the peak that %pk divides by */
+    for (int t = 1; t <= 2; t++)
+        pk_ref[t] = pk_override[t] > 0 ? pk_override[t] : pk_z[t] > 0 ? pk_z[t] : pk_y[t];
+    if (header) {
+        printf("# bench_gemm: ours = %s kernel; OpenBLAS core %s (%s); OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s%s\n",
+               ours, openblas_get_corename(), openblas_get_config(), env_ct ? env_ct : "(unset)",
+               env_l2 ? env_l2 : "(unset)", cold ? "; caches flushed before each call" : "");
+        printf("# FMA peak GFLOP/s measured now: AVX-512 %.0f (1 thr) %.0f (2 thr); AVX2 %.0f (1 thr) %.0f (2 thr);"
+               " %%pk divides by %.0f (1 thr) / %.0f (2 thr)\n",
+               pk_z[1], pk_z[2], pk_y[1], pk_y[2], pk_ref[1], pk_ref[2]);
+        printf("# GFLOP/s best / median over alternating runs; ours/OB = best / best; busy = CPU %% used by\n"
+               "# other processes during the row (of all cores)\n\n");
+        printf("| model | form | M×N×K | thr | ours | %%pk | ours prepacked | ours avx2 6×16 | OpenBLAS | %%pk | ours/OB | busy |\n");
+        printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
     fflush(stdout);
 
     for (const char *tp = threads; *tp;) {
@@ -172,7 +205,7 @@ int main(int argc, char **argv) {
                 double *t[NC];
                 int cap = 1000, n = 0;
                 for (int c = 0; c < NC; c++) t[c] = malloc(sizeof(double) * cap);
-                double total = 0;
+                double total = 0, busy0 = busy_jiffies(), own0 = own_cpu(), wall0 = now();
                 for (int rep = -1; n < cap && (rep < 3 || total < min_time * NC); rep++) {
                     for (int c = 0; c < NC; c++) {
                         if (c == C_PACKED && !P) continue;
@@ -199,6 +232,8 @@ int main(int argc, char **argv) {
                     }
                     if (rep >= 0) n++;
                 }
+                double busy = (busy_jiffies() - busy0 - (own_cpu() - own0)) /
+                              ((now() - wall0) * sysconf(_SC_NPROCESSORS_ONLN));
                 double best[NC], med[NC];
                 for (int c = 0; c < NC; c++) {
                     qsort(t[c], n, sizeof(double), cmpd);
@@ -211,11 +246,11 @@ int main(int argc, char **argv) {
                     if ((c == C_PACKED && !P) || (c == C_AVX2 && !have_avx2)) snprintf(cell[c], 32, "–");
                     else snprintf(cell[c], 32, "%.0f / %.0f", best[c], med[c]);
                 }
-                double pk = pk_z[nt <= 2 ? nt : 2] > 0 ? pk_z[nt <= 2 ? nt : 2] : pk_y[nt <= 2 ? nt : 2];
-                printf("| %s %d×%d T=%d | %s | %s | %d | %s | %.0f%% | %s | %s | %s | %.0f%% | %.2f |\n",
+                double pk = pk_ref[nt <= 2 ? nt : 2] * (nt > 2 ? nt / 2.0 : 1);
+                printf("| %s %d×%d T=%d | %s | %s | %d | %s | %.0f%% | %s | %s | %s | %.0f%% | %.2f | %.0f%% |\n",
                        sh->model, sh->out, sh->in, sh->T, fname[f], dims, nt, cell[C_OURS],
                        100 * best[C_OURS] / pk, cell[C_PACKED], cell[C_AVX2], cell[C_BLAS],
-                       100 * best[C_BLAS] / pk, best[C_OURS] / best[C_BLAS]);
+                       100 * best[C_BLAS] / pk, best[C_OURS] / best[C_BLAS], busy < 0 ? 0 : 100 * busy);
                 fflush(stdout);
                 for (int c = 0; c < NC; c++) free(t[c]);
                 gemm_packed_free(P);

@@ -183,11 +183,12 @@ static void nested(void) {
 /* Pre-packed B, incl. repack after the weights change. */
 static double prepacked_cases(void) {
     double worst = 0;
-    static const int cases[][3] = {{33, 47, 19}, {64, 96, 300}, {1, 70, 5}, {130, 33, 530}, {17, 1, 8}};
-    for (int c = 0; c < 5; c++)
+    static const int cases[][3] = {{33, 47, 19}, {64, 96, 300}, {1, 70, 5}, {130, 33, 530}, {17, 1, 8},
+                                   {40, 50, 2100} /* 2 threads split K */, {400, 100, 300}};
+    for (int c = 0; c < 7; c++)
         for (int t = 0; t < 4; t++) {
             double w = one_case(t >> 1, t & 1, cases[c][0], cases[c][1], cases[c][2],
-                                alphas[c], betas[c], c % 2 ? 2 : 0, 1, 0);
+                                alphas[c % 5], betas[c % 5], c % 2 ? 2 : 0, 1, 0);
             if (w > worst) worst = w;
         }
     /* repack: same shape, new values */

@@ -17,6 +17,7 @@
 static inline float fb_expf(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    xc = x == x ? xc : 0.0f; /* NaN: compute on 0 (no UB in the int conversion), return NaN below */
     /* round to nearest by the 1.5·2^23 trick: branch-free and vectorisable (roundf is a libm call) */
     float n = (xc * log2e + 12582912.0f) - 12582912.0f;
     float r = xc - n * ln2_hi;
@@ -29,7 +30,7 @@ static inline float fb_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    uint32_t e = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &e, 4);
     float y = p * scale;

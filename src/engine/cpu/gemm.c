@@ -2,16 +2,19 @@
  *
  *   C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C
  *
- * Five loops around one micro-kernel (BLIS's structure; our own code):
+ * Five loops around one micro-kernel (BLIS's structure; our own code), per thread:
  *
  *   for jc in N, step NC           B block  op(B)[pc:pc+kc, jc:jc+nc] packed → lives in L3
- *    for pc in K, step KC           (packed by all threads together, then a barrier;
- *                                    double-buffered, so one barrier per block)
- *     for ic in M (this thread's rows), step MC
- *                                   A block  op(A)[ic:ic+mc, pc:pc+kc] packed → lives in L2
+ *    for pc in K, step KC
+ *     for ic in M, step MC          A block  op(A)[ic:ic+mc, pc:pc+kc] packed → lives in L2
  *      for jr in nc, step NR          B micro-panel kc×NR → stays in L1 across the ir loop
  *       for ir in mc, step MR           A micro-panel MR×kc streams from L2
  *        micro-kernel: C[MR,NR] (+)= A_panel · B_panel, MR·NR accumulators in registers
+ *
+ * and, when all of M fits one A block (the 256-token forward/dx forms), Goto's order for a
+ * short, wide product instead (seq_small): A packed once per L2-sized K super-block, then
+ * for each NR panel of C all the super-block's KC blocks, each B micro-panel packed just
+ * before use, so C is written once per super-block and packed B never leaves L1.
  *
  * Packed layouts (w = MR for A, NR for B; zero-padded to w when the matrix edge cuts a panel):
  *   A micro-panel: pa[p*MR + i] = op(A)[ic+ir+i][pc+p]     (one column of MR values per k)
@@ -38,12 +41,12 @@
  * 144 KB in a 512 KB L2), NC = 4096. Each dimension is split into equal blocks rounded to
  * the panel width (K = 288 → 2×144, not 256 + 32) so no block is a sliver.
  *
- * Threads (OpenMP; libgomp keeps its pool, so no threads are created per call): the M
- * panels are split into one contiguous row range per thread; each thread packs its own A
- * blocks (no barrier) and all threads pack one shared B block together (one barrier after
- * packing; the B buffer is double-buffered). When M has fewer panels than threads, the NR
- * panels of each B block are split instead. With a pre-packed B there is nothing shared
- * to write, so threads run without any barrier. Called inside a parallel region: one thread.
+ * Threads (OpenMP; libgomp keeps its pool, so no threads are created per call): C is cut
+ * into one part per thread — rows, columns, or K with a reduction, whichever an estimate
+ * says is cheapest — and each thread runs the one-thread algorithm on its part, packing
+ * what it reads into its own buffers: no shared packed data, no barrier (see "threads"
+ * below for why and the estimate). A pre-packed B is read-only and shared by all threads.
+ * Called inside a parallel region: one thread.
  *
  * Edges: packing zero-pads partial panels; a partial C tile is computed into a local MR×NR
  * buffer and merged, so the kernel itself only ever sees full tiles. K needs no padding.
@@ -54,8 +57,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,8 +341,8 @@ struct gemm_packed {
 };
 
 /* ---- scratch ----------------------------------------------------------------------- */
-/* Per calling thread: the shared B block plus one A block per team thread. Kept between
- * calls (allocating a fresh 4 MB block each call costs ~1000 page faults, ~0.3 ms). */
+/* Per thread: each OpenMP worker packs into its own buffers, kept between calls
+ * (allocating a fresh 4 MB block each call costs ~1000 page faults, ~0.3 ms). */
 static _Thread_local float *tl_scratch = NULL;
 static _Thread_local size_t tl_scratch_n = 0;
 
@@ -352,50 +354,42 @@ static float *scratch(size_t nfloats) {
     return tl_scratch;
 }
 
-#ifdef GEMM_AVX2
-/* ---- team barrier --------------------------------------------------------------------
- * Sense-reversing counter barrier. Spins briefly, then yields the core on every check.
- * Not `#pragma omp barrier`: libgomp spins for up to GOMP_SPINCOUNT (300k pauses, about
- * a millisecond or more) before sleeping, and on a machine whose cores are shared with
- * other work the partner thread is often descheduled, so each barrier then burns a
- * time slice; measured under load on 2 cores: median 38 vs best 341 GFLOP/s. Yielding
- * hands the core to whoever must run for the barrier to open. seq_cst atomics order the
- * packed-panel writes before the barrier with the reads after it. */
-typedef struct {
-    _Atomic int count;
-    _Atomic int sense;
-} gemm_barrier;
+/* The calling thread's buffer for the partial products of a K split. */
+static _Thread_local float *tl_ktemp = NULL;
+static _Thread_local size_t tl_ktemp_n = 0;
 
-static void barrier_wait(gemm_barrier *b, int n, int *my_sense) {
-    if (n <= 1) return;
-    int s = !*my_sense;
-    *my_sense = s;
-    if (atomic_fetch_add(&b->count, 1) == n - 1) {
-        atomic_store(&b->count, 0);
-        atomic_store(&b->sense, s);
-        return;
-    }
-    for (int i = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s; i++) {
-        if (i < 2000) _mm_pause();
-        else sched_yield();
-    }
+static float *ktemp(size_t nfloats) {
+    if (nfloats <= tl_ktemp_n) return tl_ktemp;
+    fb_free(tl_ktemp);
+    tl_ktemp = fb_alloc(nfloats * sizeof(float));
+    tl_ktemp_n = tl_ktemp ? nfloats : 0;
+    return tl_ktemp;
 }
 
-/* ---- the blocked product ---------------------------------------------------------- */
+/* Bytes of L2 per core (sysconf; 512 KB, Zen 3's, when unknown). */
+static size_t l2_bytes(void) {
+    static _Atomic long cached = 0;
+    long v = cached;
+    if (v) return (size_t)v;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (v < 65536 || v > (64L << 20)) v = 512 * 1024;
+    cached = v;
+    return (size_t)v;
+}
+
+#ifdef GEMM_AVX2
+/* ---- one thread's product ------------------------------------------------------------ */
 typedef struct {
     const gemm_arch *ar;
     int transA, transB, M, N, K;
     float alpha, beta;
     const float *A; ptrdiff_t lda;
     const float *B; ptrdiff_t ldb;      /* unpacked B (NULL when Bp is used) */
-    const gemm_packed *Bp;
+    const gemm_packed *Bp;              /* pre-packed B, or NULL */
+    int bp_j, bp_k;                     /* this job's first NR panel / first k in Bp */
     float *C; ptrdiff_t ldc;
-    int kcb, ncb, mcb_max;              /* block sizes; mcb_max bounds each A block */
-    int ksb;                            /* small-M order: K super-block (multiple of kcb) */
-    float *bbuf;                        /* shared B blocks, 2 × kcb × ncb (rounded to NR) */
-    size_t bblk_n;                      /* floats in one B block buffer */
-    float *abuf;                        /* nt A blocks of mcb_max × kcb */
-    gemm_barrier *bar;                  /* the team's barrier */
 } gemm_job;
 
 /* Pack the NR panels [j0, j1) of B block (jc, pc) into bblk. */
@@ -445,95 +439,82 @@ static inline void tile(const gemm_arch *ar, int kc, const float *pa, const floa
     }
 }
 
-static void gemm_thread(const gemm_job *jb, int tid, int nt) {
+/* The packed-B micro-panel for the job's K block at pc (length kc) and its NR panel j. */
+static inline const float *bp_panel(const gemm_job *jb, int pc, int kc, int j) {
+    const int nr = jb->ar->nr;
+    return jb->Bp->data + (size_t)(jb->bp_k + pc) * jb->Bp->npan * nr + (size_t)(jb->bp_j + j) * kc * nr;
+}
+
+/* Big M: the BLIS order of the header comment. Returns -1 (before writing C) when its
+ * scratch cannot be allocated. */
+static int seq_blis(const gemm_job *jb, int kcb) {
     const gemm_arch *ar = jb->ar;
     const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K;
-
-    /* Thread grid tm × tn: rows split tm ways (each thread packs its own A), B panels
-     * split tn ways only when M has fewer MR panels than threads. */
-    int mp = ceil_div(M, mr);
-    int tm = imin(nt, mp), tn = nt / tm;
-    int active = tid < tm * tn;
-    int ti = tid % tm, tj = tid / tm;
-    int i0 = imin(M, (int)((int64_t)mp * ti / tm) * mr);
-    int i1 = imin(M, (int)((int64_t)mp * (ti + 1) / tm) * mr);
-    int mcb = block_size(i1 - i0, ar->mc, mr);
-    if (mcb > jb->mcb_max) mcb = jb->mcb_max;
-    float *abuf = jb->abuf + (size_t)tid * jb->mcb_max * jb->kcb;
-    int sense = 0;
-
-    int it = 0;
-    for (int jc = 0; jc < N; jc += jb->ncb) {
-        int nc = imin(jb->ncb, N - jc), njr = ceil_div(nc, nr);
-        int jr0 = njr * tj / tn, jr1 = njr * (tj + 1) / tn;
-        for (int pc = 0; pc < K; pc += jb->kcb, it++) {
-            int kc = imin(jb->kcb, K - pc);
+    const int mcb = block_size(M, ar->mc, mr), ncb = block_size(N, ar->nc, nr);
+    size_t bsz = jb->Bp ? 0 : (size_t)kcb * round_up(ncb, nr), asz = (size_t)mcb * kcb;
+    float *s = scratch(bsz + asz + 16);
+    if (!s) return -1;
+    float *bbuf = s, *abuf = s + bsz;
+    for (int jc = 0; jc < N; jc += ncb) {
+        int nc = imin(ncb, N - jc), njr = ceil_div(nc, nr);
+        for (int pc = 0; pc < K; pc += kcb) {
+            int kc = imin(kcb, K - pc);
             float beta = pc == 0 ? jb->beta : 1.0f;
             const float *bblk;
             if (jb->Bp) {
-                bblk = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)(jc / nr) * kc * nr;
+                bblk = bp_panel(jb, pc, kc, jc / nr);
             } else {
-                /* double-buffered: block t+1 is packed into the buffer of block t-1,
-                 * which every thread has finished with once all have reached the
-                 * barrier of block t, so one barrier per block suffices */
-                float *bb = jb->bbuf + (size_t)(it & 1) * jb->bblk_n;
-                pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jc, nc, pc, kc,
-                              njr * tid / nt, njr * (tid + 1) / nt, bb);
-                barrier_wait(jb->bar, nt, &sense);
-                bblk = bb;
+                pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jc, nc, pc, kc, 0, njr, bbuf);
+                bblk = bbuf;
             }
-            if (active) {
-                for (int ic = i0; ic < i1; ic += mcb) {
-                    int mc = imin(mcb, i1 - ic), nir = ceil_div(mc, mr);
-                    pack_a_panels(ar, jb->transA, jb->A, jb->lda, ic, mc, pc, kc, 0, nir, abuf);
-                    for (int jr = jr0; jr < jr1; jr++) {
-                        const float *pb = bblk + (ptrdiff_t)jr * kc * nr;
-                        int ne = imin(nr, nc - jr * nr);
-                        float *cc = jb->C + (ptrdiff_t)ic * jb->ldc + jc + jr * nr;
-                        for (int ir = 0; ir < nir; ir++)
-                            tile(ar, kc, abuf + (ptrdiff_t)ir * kc * mr, pb,
-                                 cc + (ptrdiff_t)ir * mr * jb->ldc, jb->ldc,
-                                 imin(mr, mc - ir * mr), ne, jb->alpha, beta);
-                    }
+            for (int ic = 0; ic < M; ic += mcb) {
+                int mc = imin(mcb, M - ic), nir = ceil_div(mc, mr);
+                pack_a_panels(ar, jb->transA, jb->A, jb->lda, ic, mc, pc, kc, 0, nir, abuf);
+                for (int jr = 0; jr < njr; jr++) {
+                    const float *pb = bblk + (ptrdiff_t)jr * kc * nr;
+                    int ne = imin(nr, nc - jr * nr);
+                    float *cc = jb->C + (ptrdiff_t)ic * jb->ldc + jc + jr * nr;
+                    for (int ir = 0; ir < nir; ir++)
+                        tile(ar, kc, abuf + (ptrdiff_t)ir * kc * mr, pb,
+                             cc + (ptrdiff_t)ir * mr * jb->ldc, jb->ldc,
+                             imin(mr, mc - ir * mr), ne, jb->alpha, beta);
                 }
             }
         }
     }
+    return 0;
 }
 
 /* Small M (all of op(A) fits one A block, the forward/dx forms at 256 tokens): Goto's
  * order for a short, wide product.
  *   for each K super-block (ksb = several KC blocks; all M rows × ksb packed ≤ 3/4 L2):
- *     all threads pack the A super-block together → barrier
- *     for each of my NR panels of C (threads split N):
+ *     pack the A super-block
+ *     for each NR panel of C:
  *       for each KC block in the super-block:
- *         pack the B micro-panel (kc × NR) into a private 32 KB buffer (stays in L1)
+ *         pack the B micro-panel (kc × NR) into a 32 KB buffer (stays in L1)
  *         run the MR×NR tiles down the M rows
  * The C strip (M × NR, 32 KB at M = 256) stays in L1/L2 across the super-block's KC
  * blocks, so C goes to memory once per super-block instead of once per KC block: for the
- * classifier forward (C = 256 × 32000 floats, K = 768) that is 1 pass instead of 3 over
- * 33 MB. Packed B never goes out to L3 and back (the big-M order writes a 4 MB B block
- * and reads it again). One barrier per super-block: A is double-buffered, and a thread
- * can only start packing super-block s+1 into the buffer of s-1 after every thread has
- * arrived at the barrier of s, i.e. finished computing s-1. */
-static void gemm_thread_small(const gemm_job *jb, int tid, int nt) {
+ * classifier forward (C = 256 × 32000 floats, K = 768) that is 1 pass over 33 MB instead
+ * of 3. Packed B never goes out to L3 and back (the big-M order writes a 4 MB B block and
+ * reads it again). */
+static int seq_small(const gemm_job *jb, int kcb) {
     const gemm_arch *ar = jb->ar;
-    const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K, kcb = jb->kcb;
+    const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K;
     const int mp = ceil_div(M, mr), np = ceil_div(N, nr);
     const size_t mpad = (size_t)mp * mr;
-    const int j0 = np * tid / nt, j1 = np * (tid + 1) / nt;      /* my C panels */
-    const int a0 = mp * tid / nt, a1 = mp * (tid + 1) / nt;      /* A panels I pack */
-    float *bpan = jb->bbuf + (size_t)tid * kcb * nr;
-    int sense = 0;
-    for (int k0 = 0, it = 0; k0 < K; k0 += jb->ksb, it++) {
-        const int k1 = imin(K, k0 + jb->ksb);
+    int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * kcb));
+    const int ksb = kcb * imin(nkb < 1 ? 1 : nkb, ceil_div(K, kcb));
+    float *s = scratch(mpad * ksb + (size_t)kcb * nr + 16);
+    if (!s) return -1;
+    float *asb = s, *bpan = s + mpad * ksb;
+    for (int k0 = 0; k0 < K; k0 += ksb) {
+        const int k1 = imin(K, k0 + ksb);
         /* KC block pc of the super-block sits at asb + (pc - k0)·mpad */
-        float *asb = jb->abuf + (size_t)(it & 1) * mpad * jb->ksb;
         for (int pc = k0; pc < k1; pc += kcb)
-            pack_a_panels(ar, jb->transA, jb->A, jb->lda, 0, M, pc, imin(kcb, K - pc), a0, a1,
+            pack_a_panels(ar, jb->transA, jb->A, jb->lda, 0, M, pc, imin(kcb, K - pc), 0, mp,
                           asb + (size_t)(pc - k0) * mpad);
-        barrier_wait(jb->bar, nt, &sense);
-        for (int jr = j0; jr < j1; jr++) {
+        for (int jr = 0; jr < np; jr++) {
             const int ne = imin(nr, N - jr * nr);
             float *cc = jb->C + jr * nr;
             for (int pc = k0; pc < k1; pc += kcb) {
@@ -541,7 +522,7 @@ static void gemm_thread_small(const gemm_job *jb, int tid, int nt) {
                 const float beta = pc == 0 ? jb->beta : 1.0f;
                 const float *ablk = asb + (size_t)(pc - k0) * mpad, *pb;
                 if (jb->Bp) {
-                    pb = jb->Bp->data + (size_t)pc * jb->Bp->npan * nr + (size_t)jr * kc * nr;
+                    pb = bp_panel(jb, pc, kc, jr);
                 } else {
                     pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jr * nr, N - jr * nr, pc, kc, 0, 1, bpan);
                     pb = bpan;
@@ -552,80 +533,115 @@ static void gemm_thread_small(const gemm_job *jb, int tid, int nt) {
             }
         }
     }
+    return 0;
 }
 
-/* Bytes of L2 per core (sysconf; 512 KB, Zen 3's, when unknown). */
-static size_t l2_bytes(void) {
-    static _Atomic long cached = 0;
-    long v = cached;
-    if (v) return (size_t)v;
-#ifdef _SC_LEVEL2_CACHE_SIZE
-    v = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    if (v < 65536 || v > (64L << 20)) v = 512 * 1024;
-    cached = v;
-    return (size_t)v;
+static int seq_job(const gemm_job *jb) {
+    int kcb = jb->Bp ? jb->Bp->kcb : block_size(jb->K, jb->ar->kc, 8);
+    if (jb->M <= round_up(jb->ar->mc, jb->ar->mr)) return seq_small(jb, kcb);
+    return seq_blis(jb, kcb);
 }
 
-/* Below this many flops a second thread costs more (wake-up, barriers) than it saves. */
+/* A job that could not get scratch memory (it has written nothing yet) goes to cblas. */
+static int run_job(const gemm_job *jb) {
+    if (seq_job(jb) == 0) return 0;
+    if (jb->Bp) return -1;
+    blas_gemm(jb->transA, jb->transB, jb->M, jb->N, jb->K, jb->alpha, jb->A, (int)jb->lda,
+              jb->B, (int)jb->ldb, jb->beta, jb->C, (int)jb->ldc);
+    return 0;
+}
+
+/* ---- threads ------------------------------------------------------------------------
+ * Each thread computes its own part of C with the one-thread algorithm above and packs
+ * everything it reads itself: no packed panel is shared, no barrier is needed. On this
+ * machine sharing costs more than it saves: two independent half-products (each packing
+ * all of A) ran 256×768×768 at 390 GFLOP/s where a team sharing packed A and B with
+ * barriers ran it at 337 — the other core's freshly packed lines are slow to fetch.
+ * The part is chosen by an estimate of each thread's time (ns):
+ *   compute  2·M·N·K / nt / 200 GFLOP/s × (largest share / mean share)
+ *   split M  + every thread packs all of B:  K·N × 0.1 ns   (0 with a pre-packed B)
+ *   split N  + every thread packs all of A:  M·K × 0.1 ns
+ *   split K  + partial products to a buffer and a reduction: M·N × 0.4 ns
+ * e.g. forward 256×768×768 splits N, dW 32000×768×256 splits M, the 15M/260K dW shapes
+ * (288×288×2048, 64×64×8192) split K. */
+enum { SPLIT_M, SPLIT_N, SPLIT_K };
+
+/* largest share / mean share when `units` are dealt out to nt threads (∞: some get none) */
+static double imbalance(int units, int nt) {
+    return units >= nt ? (double)ceil_div(units, nt) * nt / units : INFINITY;
+}
+
+/* Below this many flops a second thread costs more (wake-up) than it saves. */
 #define GEMM_MT_MIN_FLOPS 4e6
 
-static int run_blocked(const gemm_arch *ar, int transA, int transB, int M, int N, int K,
-                       float alpha, const float *A, int lda, const float *B, int ldb,
-                       const gemm_packed *Bp, float beta, float *C, int ldc) {
-    gemm_job jb = {
-        .ar = ar, .transA = transA, .transB = transB, .M = M, .N = N, .K = K,
-        .alpha = alpha, .beta = beta, .A = A, .lda = lda, .B = B, .ldb = ldb, .Bp = Bp,
-        .C = C, .ldc = ldc,
-    };
-    jb.kcb = Bp ? Bp->kcb : block_size(K, ar->kc, 8);
-    jb.ncb = block_size(N, ar->nc, ar->nr);
-
+static int run_job_threads(const gemm_job *jb) {
+    const gemm_arch *ar = jb->ar;
+    const int M = jb->M, N = jb->N, K = jb->K;
     int nt = g_threads ? g_threads : omp_get_max_threads();
     if (omp_in_parallel() || 2.0 * M * N * K < GEMM_MT_MIN_FLOPS) nt = 1;
-    int tiles = ceil_div(M, ar->mr) * ceil_div(N, ar->nr);
-    if (nt > tiles) nt = tiles;
-    if (nt < 1) nt = 1;
+    if (nt <= 1) return run_job(jb);
 
-    /* Small M (one A block holds all rows) with enough NR panels to go round: Goto's
-     * short-and-wide order; otherwise the BLIS order. */
-    int small = !Bp && M <= round_up(ar->mc, ar->mr) && ceil_div(N, ar->nr) >= nt;
-    size_t bsz, asz;
-    if (small) {
-        /* A super-block: as many KC blocks as fit 3/4 of L2 with all M rows (at least one) */
-        size_t mpad = (size_t)round_up(M, ar->mr);
-        int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * jb.kcb));
-        jb.ksb = jb.kcb * (nkb < 1 ? 1 : nkb);
-        bsz = (size_t)jb.kcb * ar->nr * nt;                        /* one micro-panel each */
-        asz = mpad * jb.ksb * 2;                                   /* shared, double-buffered */
-    } else {
-        /* An A block is at most MC rows (rounded to MR) and never more than M needs; this
-         * bound holds for any team size the runtime ends up giving. */
-        jb.mcb_max = imin(round_up(ar->mc, ar->mr), round_up(M, ar->mr));
-        jb.bblk_n = (size_t)jb.kcb * round_up(jb.ncb, ar->nr);
-        bsz = Bp ? 0 : 2 * jb.bblk_n;                               /* shared, double-buffered */
-        asz = (size_t)jb.mcb_max * jb.kcb * nt;                   /* one A block each */
-    }
-    float *s = scratch(bsz + asz + 16);
-    if (!s) return fb_err("gemm: out of memory for %zu packing floats", bsz + asz);
-    jb.bbuf = s;
-    jb.abuf = s + bsz;
+    const int mp = ceil_div(M, ar->mr), np = ceil_div(N, ar->nr);
+    const int kcb = jb->Bp ? jb->Bp->kcb : block_size(K, ar->kc, 8), nkb = ceil_div(K, kcb);
+    const double tf = 2.0 * M * N * K / nt / 200.0;
+    double t[3] = {
+        tf * imbalance(mp, nt) + (jb->Bp ? 0.0 : 0.1 * K * N),
+        tf * imbalance(np, nt) + 0.1 * (double)M * K,
+        tf * imbalance(nkb, nt) + 0.4 * (double)M * N,
+    };
+    float *temp = NULL;
+    if (t[SPLIT_K] < t[SPLIT_M] && t[SPLIT_K] < t[SPLIT_N] && (double)M * N * (nt - 1) <= 4e6)
+        temp = ktemp((size_t)M * N * (nt - 1));
+    int kind = temp ? SPLIT_K : t[SPLIT_M] <= t[SPLIT_N] ? SPLIT_M : SPLIT_N;
+    if (isinf(t[kind])) return run_job(jb);                 /* too few panels to share */
 
-    void (*body)(const gemm_job *, int, int) = small ? gemm_thread_small : gemm_thread;
-    if (nt == 1) {
-        body(&jb, 0, 1);
-        return 0;
-    }
-    gemm_barrier bar = {0, 0};
-    jb.bar = &bar;
-#pragma omp parallel num_threads(nt)
+    int err = 0, split = 0;
+#pragma omp parallel num_threads(nt) reduction(| : err)
     {
-        /* The runtime may give fewer threads than asked (thread limits); the barrier counts
-         * on exactly nt, so a short team leaves all the work to its thread 0. */
-        if (omp_get_num_threads() == nt) body(&jb, omp_get_thread_num(), nt);
-        else if (omp_get_thread_num() == 0) body(&jb, 0, 1);
+        const int id = omp_get_thread_num();
+        if (id == 0) split = omp_get_num_threads() == nt;
+        if (omp_get_num_threads() != nt) {                  /* a short team: no split */
+            if (id == 0) err |= run_job(jb);
+        } else {
+            gemm_job sub = *jb;
+            if (kind == SPLIT_M) {
+                int r0 = imin(M, mp * id / nt * ar->mr), r1 = imin(M, mp * (id + 1) / nt * ar->mr);
+                sub.M = r1 - r0;
+                sub.A += jb->transA ? r0 : (ptrdiff_t)r0 * jb->lda;
+                sub.C += (ptrdiff_t)r0 * jb->ldc;
+            } else if (kind == SPLIT_N) {
+                int p0 = np * id / nt, c0 = imin(N, p0 * ar->nr), c1 = imin(N, np * (id + 1) / nt * ar->nr);
+                sub.N = c1 - c0;
+                if (jb->Bp) sub.bp_j += p0;
+                else sub.B += jb->transB ? (ptrdiff_t)c0 * jb->ldb : c0;
+                sub.C += c0;
+            } else {
+                int k0 = imin(K, nkb * id / nt * kcb), k1 = imin(K, nkb * (id + 1) / nt * kcb);
+                sub.K = k1 - k0;
+                sub.A += jb->transA ? (ptrdiff_t)k0 * jb->lda : k0;
+                if (jb->Bp) sub.bp_k += k0;
+                else sub.B += jb->transB ? k0 : (ptrdiff_t)k0 * jb->ldb;
+                if (id > 0) {                               /* partial product, added below */
+                    sub.C = temp + (size_t)(id - 1) * M * N;
+                    sub.ldc = N;
+                    sub.beta = 0.0f;
+                }
+            }
+            err |= run_job(&sub);
+        }
     }
-    return 0;
+    /* K split: add the partial products after the join. Serial, but it is chosen only when
+     * M·N is small (≤ 4M floats; 15M dW: 83K floats, ~20 µs), and another barrier inside
+     * the team would be one more place for a descheduled partner to stall everyone. */
+    if (kind == SPLIT_K && split)
+        for (int i = 0; i < M; i++) {
+            float *c = jb->C + (ptrdiff_t)i * jb->ldc;
+            for (int u = 0; u < nt - 1; u++) {
+                const float *tp = temp + (size_t)u * M * N + (size_t)i * N;
+                for (int j = 0; j < N; j++) c[j] += tp[j];
+            }
+        }
+    return err ? fb_err("gemm: out of memory for packing buffers") : 0;
 }
 #endif /* GEMM_AVX2 */
 
@@ -637,9 +653,14 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha,
     if (K <= 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
 #ifdef GEMM_AVX2
     const gemm_arch *ar = cur_arch();
-    if (ar->kern && run_blocked(ar, transA, transB, M, N, K, alpha, A, lda, B, ldb,
-                                NULL, beta, C, ldc) == 0)
+    if (ar->kern) {
+        gemm_job jb = {
+            .ar = ar, .transA = transA, .transB = transB, .M = M, .N = N, .K = K,
+            .alpha = alpha, .beta = beta, .A = A, .lda = lda, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+        };
+        run_job_threads(&jb);   /* without Bp every failure has already fallen back to cblas */
         return;
+    }
 #endif
     blas_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -707,8 +728,13 @@ int gemm_f32_prepacked(int transA, int M, float alpha, const float *A, int lda,
     if (M <= 0) return 0;
     if (alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return 0; }
 #ifdef GEMM_AVX2
-    if (Bp->ar->kern)
-        return run_blocked(Bp->ar, transA, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc);
+    if (Bp->ar->kern) {
+        gemm_job jb = {
+            .ar = Bp->ar, .transA = transA, .transB = Bp->transB, .M = M, .N = N, .K = K,
+            .alpha = alpha, .beta = beta, .A = A, .lda = lda, .Bp = Bp, .C = C, .ldc = ldc,
+        };
+        return run_job_threads(&jb);
+    }
 #endif
     blas_gemm(transA, 0, M, N, K, alpha, A, lda, Bp->data, N, beta, C, ldc);
     return 0;
