@@ -73,13 +73,14 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < 7; i++)
         if (cli_has(&a, hf_flags[i])) { *hp_floats[i] = (float)cli_float(&a, hf_flags[i], 0); hf_given[i] = 1; }
     o.seq_explicit = hp_given[1];
-    if (!hf_given[1] && hp->schedule == SCHED_CONSTANT) hp->min_lr = hp->lr;
     const char *sched = cli_str(&a, "--schedule", NULL);
     if (sched) {
         if (!strcmp(sched, "cosine")) hp->schedule = SCHED_COSINE;
         else if (!strcmp(sched, "constant")) hp->schedule = SCHED_CONSTANT;
         else return cli_fail(&a, "--schedule must be cosine or constant, not '%s'", sched);
     }
+    /* min_lr follows the schedule unless given: constant → lr, cosine → 0 (llama2.c) */
+    if (!hf_given[1]) hp->min_lr = hp->schedule == SCHED_CONSTANT ? hp->lr : 0.0f;
     const char *opt = cli_str(&a, "--optimizer", NULL);
     if (opt) {
         if (!strcmp(opt, "adam")) {

@@ -10,7 +10,7 @@
 #   stored in the fixture, and its sha256 checked before anything is compared.
 # Regenerate the fixtures: /usr/bin/python3 tests/ref/train_ref.py --regen (docs/testing.md).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 [ -x ./fable ] || { echo "no ./fable binary (run make)"; exit 1; }
 PY=${FABLE_PYTHON:-}
 if [ -z "$PY" ]; then
@@ -45,6 +45,7 @@ for fx in $fixtures; do
   # the init model, rebuilt from its seed (checks the sha256 itself)
   "$PY" "$REF" --make-init "$W/$name.bin" --like "$fx" --quiet || fail "$name: init model"
   args=$(get "$fx" fable_args)
+  # shellcheck disable=SC2086  # $args is a list of flags
   ./fable train --init "$W/$name.bin" --train "$W/$name.shard" $args --eval-every 0 --quiet \
     --log "$W/$name.jsonl" --threads 1 --out "$W/$name.out" >"$W/$name.stdout" 2>&1 ||
     { tail -5 "$W/$name.stdout"; fail "$name: fable train $args"; }
