@@ -141,7 +141,7 @@ enum { C_OURS, C_PACKED, C_AVX2, C_BLAS, NC };
 int main(int argc, char **argv) {
     const char *threads = "1,2", *models = "110m,15m,260k", *forms = "fwd,dx,dw";
     double min_time = 0.4, pk_override[3] = {0, 0, 0};
-    int cold = 0, header = 1;
+    int cold = 0, header = 1, pack = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
         else if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
@@ -151,7 +151,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--peak") && i + 1 < argc)
             sscanf(argv[++i], "%lf,%lf", &pk_override[1], &pk_override[2]);
         else if (!strcmp(argv[i], "--no-header")) header = 0;
-        else { fprintf(stderr, "usage: %s [--threads 1,2] [--models 110m,15m,260k] [--forms fwd,dx,dw] [--min-time S] [--cold] [--peak P1,P2] [--no-header]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--pack")) pack = 1;
+        else { fprintf(stderr, "usage: %s [--threads 1,2] [--models 110m,15m,260k] [--forms fwd,dx,dw] [--min-time S] [--cold] [--peak P1,P2] [--no-header] [--pack]\n", argv[0]); return 2; }
     }
     const char *env_ct = getenv("OPENBLAS_CORETYPE"), *env_l2 = getenv("OPENBLAS_L2_SIZE");
     int have_avx2 = gemm_set_kernel("avx2") == 0;
@@ -255,6 +256,46 @@ int main(int argc, char **argv) {
                 for (int c = 0; c < NC; c++) free(t[c]);
                 gemm_packed_free(P);
                 free(A); free(B); free(C);
+            }
+        }
+    }
+    if (pack) {
+        /* Cost of pre-packing: gemm_repack_b of each weight in both layouts (forward reads
+         * op(B) = Wᵀ: transB = 1; dx reads W: transB = 0), once per optimizer step. */
+        gemm_set_kernel(ours);
+        printf("\n| weight W[out×in] | thr | repack fwd layout (Wᵀ) ms | repack dx layout (W) ms | GB/s (read+write) |\n");
+        printf("|---|---|---|---|---|\n");
+        for (const char *tp = threads; *tp;) {
+            int nt = atoi(tp);
+            while (*tp && *tp != ',') tp++;
+            if (*tp == ',') tp++;
+            omp_set_num_threads(nt);
+            gemm_set_threads(nt);
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                const shape *sh = &shapes[s];
+                int dup = 0;
+                for (size_t r = 0; r < s; r++)
+                    dup |= shapes[r].out == sh->out && shapes[r].in == sh->in;
+                if (dup || !strstr(models, sh->model)) continue;
+                size_t n = (size_t)sh->out * sh->in;
+                float *W = malloc(n * 4);
+                for (size_t i = 0; i < n; i++) W[i] = (float)(i % 17) * 0.01f;
+                double best[2] = {1e9, 1e9};
+                for (int tB = 0; tB < 2; tB++) {
+                    /* op(B) is K×N: forward K = in, N = out (W is N×K); dx K = out, N = in */
+                    int K = tB ? sh->in : sh->out, N = tB ? sh->out : sh->in;
+                    gemm_packed *P = gemm_pack_b(tB, K, N, W, sh->in);
+                    for (int r = 0; r < 5 && P; r++) {
+                        double t0 = now();
+                        gemm_repack_b(P, W, sh->in);
+                        double dt = now() - t0;
+                        if (dt < best[tB]) best[tB] = dt;
+                    }
+                    gemm_packed_free(P);
+                }
+                printf("| %s %d×%d | %d | %.3f | %.3f | %.1f |\n", sh->model, sh->out, sh->in, nt,
+                       best[1] * 1e3, best[0] * 1e3, 8.0 * n / ((best[0] + best[1]) / 2) / 1e9);
+                free(W);
             }
         }
     }

@@ -11,6 +11,8 @@
 
 void openblas_set_num_threads(int);
 
+int cpu_gemm_use_own = 0;
+
 /* ---- memory (host) -------------------------------------------------------------- */
 typedef struct {
     void *buf[CPU_SCRATCH_COUNT];
@@ -222,6 +224,9 @@ eng *eng_cpu_create(int threads) {
     if (threads <= 0) threads = omp_get_num_procs();
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
+    const char *g = getenv("FABLE_GEMM");
+    if (g && !strcmp(g, "fable")) cpu_gemm_use_own = 1;
+    else if (g && !strcmp(g, "blas")) cpu_gemm_use_own = 0;
     e->name = "cpu";
     e->threads = threads;
     e->alloc = cpu_alloc;

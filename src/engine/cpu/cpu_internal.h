@@ -13,22 +13,34 @@
 #include <math.h>
 
 #include "fable/engine.h"
+#include "fable/gemm.h"
 
-/* ---- GEMM forms (row-major). All the engine's matmuls go through these three. ---- */
+/* ---- GEMM forms (row-major). All the engine's matmuls go through these three. ----
+ * cpu_gemm_use_own: 1 = fable's packed AVX2 GEMM (src/engine/cpu/gemm.c), 0 = OpenBLAS.
+ * Chosen by measurement (bench/RESULTS.md); FABLE_GEMM=blas|fable overrides at engine creation. */
+extern int cpu_gemm_use_own;
+static inline void cpu_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                             int ldb, float beta, float *C, int ldc) {
+    if (cpu_gemm_use_own)
+        gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
+                    A, lda, B, ldb, beta, C, ldc);
+}
 /* C[M,N] = beta·C + A[M,K] · B[N,K]ᵀ      forward:  Y = X·Wᵀ */
 static inline void mm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                          float beta, float *C, int ldc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    cpu_sgemm(0, 1, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 /* C[M,N] = beta·C + A[M,K] · B[K,N]       backward to dx:  dX = dY·W */
 static inline void mm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                          float beta, float *C, int ldc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    cpu_sgemm(0, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 /* C[M,N] += A[K,M]ᵀ · B[K,N]               weight gradient:  dW += dYᵀ·X */
 static inline void mm_tn_acc(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                              float *C, int ldc) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+    cpu_sgemm(1, 0, M, N, K, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
 /* ---- engine-owned scratch: reused across calls, grown on demand (never per-call alloc) ---- */

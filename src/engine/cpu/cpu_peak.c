@@ -1,12 +1,26 @@
 /* fable cpu engine — measured FMA peak (GFLOP/s over all threads), the denominator of MFU.
- * Each thread runs 10 independent 8-wide FMA chains (enough to cover FMA latency × ports
+ * Uses the widest FMA the build targets (AVX-512 16-wide where -march=native has it, else
+ * AVX2 8-wide, else scalar), so MFU is against what this machine can really do.
+ * Each thread runs 10 independent FMA chains (enough to cover FMA latency × ports
  * on current x86 cores) for a fixed number of iterations; peak = flops / wall time. */
 #include <omp.h>
 
 #include "fable/engine.h"
 #include "fable/util.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static double fma_loop(long iters) {
+    __m512 acc[10], a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 10; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 10; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    float s = 0;
+    for (int i = 0; i < 10; i++) s += _mm512_reduce_add_ps(acc[i]);
+    return s;
+}
+static const double flops_per_iter = 10 * 16 * 2;
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 static double fma_loop(long iters) {
     __m256 acc[10], a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
