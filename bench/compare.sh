@@ -11,7 +11,8 @@ for p in python3-torch libopenblas0-openmp libtcmalloc-minimal4; do
 done
 [ -x ./fable ] || make -j"$(nproc)" fable
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}"
+echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} (PyTorch's OpenBLAS kernel is printed as blas_core; run with"
+echo "     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE to let OpenBLAS pick its best kernel)"
 f=$(./fable bench step --preset "$P" --batch "$B" --seq "$T" --threads "$TH" --steps "$S" --json)
 echo "fable:   $f"
 t=$(LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp \

@@ -130,7 +130,18 @@ def main():
                       "threads": a.threads, "ms_median": round(med, 3), "ms_min": round(min(ms), 3),
                       "ms_max": round(max(ms), 3), "tokens_per_s": round(a.batch * a.seq / med * 1e3, 1),
                       "gflops": round(flops / med / 1e6, 2), "torch": torch.__version__,
-                      "blas": torch.__config__.show().count("OpenBLAS") > 0 and "openblas" or "other"}))
+                      "blas_core": blas_core()}))
+
+
+def blas_core():
+    """The OpenBLAS kernel this process runs (the library torch's BLAS calls resolve to)."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@
  * its own part of C; no barriers). Without AVX2+FMA it calls cblas_sgemm. Called from
  * inside an OpenMP parallel region it runs single-threaded. Thread-safe: each calling
  * thread keeps its own packing scratch (≤ ~5 MB, kept for reuse, never freed).
+ * Deterministic: the same shapes and thread count give bit-identical results run to run
+ * (the work split depends only on shapes and thread count, no atomics). Row/column splits
+ * also match the 1-thread result bit for bit; a K split (chosen when M·N is small and K
+ * long, e.g. the stories15M/260K dW shapes) differs from it by rounding.
  * Measured against OpenBLAS on every training shape: bench/RESULTS.md.
  */
 #ifndef FABLE_GEMM_H

@@ -3,6 +3,10 @@
  * cpu_ffn.c and the classifier in cpu_cls.c. */
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +15,7 @@
 
 void openblas_set_num_threads(int);
 
-int cpu_gemm_use_own = 0;
+int cpu_gemm_use_own = 1;
 
 /* ---- memory (host) -------------------------------------------------------------- */
 typedef struct {
@@ -185,22 +189,54 @@ static double cpu_sumsq(eng *e, const float *g, size_t n) {
     return s;
 }
 
+/* One AdamW element (the scalar form of the vector loop below; same operations, same order).
+ * torch.optim.AdamW: p ← p(1 − lr·wd) − lr·m̂ / (√v / √bc2 + eps), m̂ = m/bc1 */
+static inline void adamw_one(float *p, const float *g, float *m, float *v, float b1, float b2, float gs, float decay,
+                             float lr_bc1, float inv_sqrt_bc2, float eps) {
+    float gi = *g * gs;
+    float mi = b1 * *m + (1.0f - b1) * gi;
+    float vi = b2 * *v + (1.0f - b2) * (gi * gi);
+    *m = mi;
+    *v = vi;
+    *p = *p * decay - lr_bc1 * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+}
+
+/* AdamW is memory-bound (read p, g, m, v; write p, m, v: 28 bytes per parameter). The
+ * vector path writes with non-temporal stores so the written lines are not first read
+ * into the cache (saves the read-for-ownership traffic: ~40 → 28 bytes per parameter). */
 static void cpu_adamw(eng *e, float *p, const float *g, float *m, float *v, size_t n, const eng_adamw_args *a) {
     const float b1 = a->beta1, b2 = a->beta2;
     const float bc1 = 1.0f - powf(b1, (float)a->step), bc2 = 1.0f - powf(b2, (float)a->step);
-    const float lr = a->lr, eps = a->eps, wd = a->weight_decay, gs = a->grad_scale;
-    const float inv_bc1 = 1.0f / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] * gs;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        /* torch.optim.AdamW: p ← p(1 − lr·wd) − lr·m̂ / (√v / √bc2 + eps) */
-        float pi = p[i] * (1.0f - lr * wd);
-        p[i] = pi - lr * (mi * inv_bc1) / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    const float eps = a->eps, gs = a->grad_scale;
+    const float decay = 1.0f - a->lr * a->weight_decay, lr_bc1 = a->lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    const size_t CH = 1 << 14;
+    const size_t nch = (n + CH - 1) / CH;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nch; c++) {
+        size_t i = c * CH, end = i + CH < n ? i + CH : n;
+#if defined(__AVX512F__)
+        while (i < end && ((uintptr_t)(p + i) & 63)) { adamw_one(p + i, g + i, m + i, v + i, b1, b2, gs, decay, lr_bc1, inv_sqrt_bc2, eps); i++; }
+        /* the three written arrays share p's alignment only if their offsets agree mod 16 */
+        int aligned = !((uintptr_t)(m + i) & 63) && !((uintptr_t)(v + i) & 63);
+        const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), v1b1 = _mm512_set1_ps(1.0f - b1),
+                     v1b2 = _mm512_set1_ps(1.0f - b2), vgs = _mm512_set1_ps(gs), vdec = _mm512_set1_ps(decay),
+                     vlr = _mm512_set1_ps(lr_bc1), vis = _mm512_set1_ps(inv_sqrt_bc2), veps = _mm512_set1_ps(eps);
+        for (; aligned && i + 16 <= end; i += 16) {
+            __m512 gi = _mm512_mul_ps(_mm512_loadu_ps(g + i), vgs);
+            __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_load_ps(m + i)), _mm512_mul_ps(v1b1, gi));
+            __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_load_ps(v + i)), _mm512_mul_ps(v1b2, _mm512_mul_ps(gi, gi)));
+            __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vis), veps);
+            __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_load_ps(p + i), vdec), _mm512_div_ps(_mm512_mul_ps(vlr, mi), den));
+            _mm512_stream_ps(m + i, mi);
+            _mm512_stream_ps(v + i, vi);
+            _mm512_stream_ps(p + i, pi);
+        }
+#endif
+        for (; i < end; i++) adamw_one(p + i, g + i, m + i, v + i, b1, b2, gs, decay, lr_bc1, inv_sqrt_bc2, eps);
     }
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
 }
 
 static void cpu_zero(eng *e, float *p, size_t n) {
