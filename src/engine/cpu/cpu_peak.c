@@ -49,10 +49,11 @@ static const double flops_per_iter = 16 * 2;
 #endif
 
 double eng_cpu_measure_peak(int threads) {
-    const long iters = 20000000;
+    /* 5 runs of ~30 ms each, best of them: a short probe is easily disturbed on a shared VM */
+    const long iters = 80000000;
     volatile double sink = 0;
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 5; rep++) {
         double t0 = fb_now();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
         sink += fma_loop(iters / 4);
