@@ -40,6 +40,7 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
                 for (int t = 0; t < T; t++) {
                     float *row = S + (size_t)t * T;
                     float m = -INFINITY;
+#pragma omp simd reduction(max : m)
                     for (int u = 0; u <= t; u++) m = row[u] > m ? row[u] : m;
                     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)

@@ -17,8 +17,8 @@
 #include "engine/cpu/cpu_math.h"
 #include "fable/util.h"
 
-#define VB 2048
-#define CHUNK_BYTES ((size_t)96 << 20)
+#define VB 8192
+#define CHUNK_BYTES ((size_t)160 << 20)
 
 double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls, const int32_t *targets,
                     float scale, float *losses, float *dxn, float *dwcls) {
@@ -42,6 +42,7 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
             for (int i = 0; i < rows; i++) {
                 const float *l = logits + (size_t)i * V + v0;
                 float bm = -INFINITY;
+#pragma omp simd reduction(max : bm)
                 for (int j = 0; j < vb; j++) bm = l[j] > bm ? l[j] : bm;
                 float m = mx[i] > bm ? mx[i] : bm;
                 float s = 0.0f;

@@ -1,0 +1,87 @@
+/* The fused classifier + softmax + cross-entropy against a naive double-precision
+ * reference, at sizes that exercise several vocabulary blocks (V not a multiple of the
+ * block) and, in the full run, several row chunks; some targets ignored (-1). */
+#include <stdint.h>
+
+#include "fable/engine.h"
+#include "fable/util.h"
+#include "testlib.h"
+
+int main(void) {
+    const int quick = getenv("FABLE_TEST_QUICK") != NULL;
+    const int D = 32, V = 20011, N = quick ? 300 : 2300; /* 2300 x 20011 floats > one 160 MB chunk */
+    fb_rng r;
+    fb_rng_seed(&r, 5);
+    float *xn = fb_alloc((size_t)N * D * 4), *w = fb_alloc((size_t)V * D * 4);
+    float *dxn = fb_alloc((size_t)N * D * 4), *dw = fb_alloc((size_t)V * D * 4), *loss = fb_alloc((size_t)N * 4);
+    int32_t *tg = fb_alloc((size_t)N * 4);
+    for (size_t i = 0; i < (size_t)N * D; i++) xn[i] = (float)fb_rng_normal(&r);
+    for (size_t i = 0; i < (size_t)V * D; i++) w[i] = (float)(0.3 * fb_rng_normal(&r));
+    int nv = 0;
+    for (int n = 0; n < N; n++) {
+        tg[n] = n % 17 == 3 ? -1 : (int32_t)(fb_rng_u32(&r) % V);
+        nv += tg[n] >= 0;
+    }
+    for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = 1e-3f; /* dW accumulates (+=) onto this */
+    eng *e = eng_cpu_create(0);
+    eng_dims d = {.B = 1, .T = N, .N = N, .D = D, .V = V};
+    const float scale = 1.0f / nv;
+    double sum = e->cls_loss(e, &d, xn, w, tg, scale, loss, dxn, dw);
+
+    /* reference in double */
+    double *ref_dx = calloc((size_t)N * D, sizeof(double)), *ref_dw = calloc((size_t)V * D, sizeof(double));
+    double *lg = malloc((size_t)V * sizeof(double)), ref_sum = 0, max_loss_err = 0;
+    for (int n = 0; n < N; n++) {
+        double m = -1e300;
+        for (int v = 0; v < V; v++) {
+            double s = 0;
+            for (int k = 0; k < D; k++) s += (double)xn[(size_t)n * D + k] * w[(size_t)v * D + k];
+            lg[v] = s;
+            m = s > m ? s : m;
+        }
+        double z = 0;
+        for (int v = 0; v < V; v++) z += exp(lg[v] - m);
+        double lse = m + log(z);
+        if (tg[n] < 0) {
+            CHECK(loss[n] == 0.0f, "ignored row %d has loss %g", n, loss[n]);
+            continue;
+        }
+        double l = lse - lg[tg[n]];
+        ref_sum += l;
+        double err = fabs(l - loss[n]) / (fabs(l) + 1e-6);
+        max_loss_err = err > max_loss_err ? err : max_loss_err;
+        for (int v = 0; v < V; v++) {
+            double g = (exp(lg[v] - lse) - (v == tg[n])) * scale;
+            for (int k = 0; k < D; k++) {
+                ref_dx[(size_t)n * D + k] += g * w[(size_t)v * D + k];
+                ref_dw[(size_t)v * D + k] += g * xn[(size_t)n * D + k];
+            }
+        }
+    }
+    float *rdx = malloc((size_t)N * D * 4), *rdw = malloc((size_t)V * D * 4);
+    for (size_t i = 0; i < (size_t)N * D; i++) rdx[i] = (float)ref_dx[i];
+    for (size_t i = 0; i < (size_t)V * D; i++) rdw[i] = (float)(ref_dw[i] + 1e-3);
+    /* compare dW without the offset so the tolerance is relative to the gradient itself */
+    double mdw = 0, mref = 0;
+    for (size_t i = 0; i < (size_t)V * D; i++) {
+        double a = (double)dw[i] - 1e-3, b = ref_dw[i];
+        mdw = fabs(a - b) > mdw ? fabs(a - b) : mdw;
+        mref = fabs(b) > mref ? fabs(b) : mref;
+    }
+    double e_dx = t_rel_err(dxn, rdx, (size_t)N * D, NULL), e_dw = mdw / mref;
+    double e_sum = fabs(sum - ref_sum) / ref_sum;
+    fprintf(stderr, "N %d V %d: loss sum rel err %.2e, per-row max %.2e, dxn %.2e, dWcls %.2e\n", N, V, e_sum,
+            max_loss_err, e_dx, e_dw);
+    CHECK(e_sum < 1e-5, "loss sum %g vs %g", sum, ref_sum);
+    CHECK(max_loss_err < 1e-5, "per-row loss error %g", max_loss_err);
+    CHECK(e_dx < 1e-4, "dxn rel err %g", e_dx);
+    CHECK(e_dw < 1e-4, "dWcls rel err %g", e_dw);
+    /* forward-only path gives the same losses */
+    float *loss2 = fb_alloc((size_t)N * 4);
+    double sum2 = e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, NULL, NULL);
+    CHECK(sum2 == sum && memcmp(loss, loss2, (size_t)N * 4) == 0, "forward-only losses differ");
+    e->destroy(e);
+    free(ref_dx); free(ref_dw); free(lg); free(rdx); free(rdw);
+    fb_free(xn); fb_free(w); fb_free(dxn); fb_free(dw); fb_free(loss); fb_free(loss2); fb_free(tg);
+    return t_done("test_cls");
+}
