@@ -49,6 +49,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fable_layout import tensor_shapes  # noqa: E402  (same directory)
 
 NORM_EPS = 1e-5
 ROPE_THETA = 10000.0
@@ -106,16 +107,6 @@ def forward(cfg, P, tok, tgt):
     return logits, losses, loss
 
 
-def tensor_shapes(cfg):
-    """fable's storage order (include/fable/model.h) and shapes."""
-    D, F_, L, V = cfg["dim"], cfg["hidden_dim"], cfg["n_layers"], cfg["vocab_size"]
-    KVD = cfg["n_kv_heads"] * (D // cfg["n_heads"])
-    sh = [("tok_emb", (V, D)), ("rms_att", (L, D)), ("wq", (L, D, D)), ("wk", (L, KVD, D)),
-          ("wv", (L, KVD, D)), ("wo", (L, D, D)), ("rms_ffn", (L, D)), ("w1", (L, F_, D)),
-          ("w2", (L, D, F_)), ("w3", (L, F_, D)), ("rms_final", (D,))]
-    if not cfg["tied"]:
-        sh.append(("wcls", (V, D)))
-    return sh
 
 
 def init_params(cfg, std, gen):

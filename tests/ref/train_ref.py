@@ -62,6 +62,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from fable_layout import tensor_shapes  # noqa: E402  (same directory)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -86,16 +87,6 @@ def sha256_file(path):
 
 # ---- the init model (stdlib only) ---------------------------------------------------------------
 
-def tensor_shapes(cfg):
-    """fable's storage order (= llama2.c v0 order without the RoPE tables) and shapes."""
-    D, F_, L, V = cfg["dim"], cfg["hidden_dim"], cfg["n_layers"], cfg["vocab_size"]
-    KVD = cfg["n_kv_heads"] * (D // cfg["n_heads"])
-    sh = [("tok_emb", (V, D)), ("rms_att", (L, D)), ("wq", (L, D, D)), ("wk", (L, KVD, D)),
-          ("wv", (L, KVD, D)), ("wo", (L, D, D)), ("rms_ffn", (L, D)), ("w1", (L, F_, D)),
-          ("w2", (L, D, F_)), ("w3", (L, F_, D)), ("rms_final", (D,))]
-    if not cfg["tied"]:
-        sh.append(("wcls", (V, D)))
-    return sh
 
 
 def numel(shape):
