@@ -18,7 +18,7 @@
  *   S = Q_h·K_gᵀ/√HS;  P = causal softmax rows of S (in place, zero above the diagonal);
  *   O_h = P·V_g.
  * Q_h is a [T, HS] view with row stride D into q; K_g, V_g are views with stride KVD.
- * OpenBLAS runs single-threaded inside the parallel region; the (b, h) pairs are the
+ * gemm_f32 runs single-threaded inside the parallel region; the (b, h) pairs are the
  * parallel dimension. */
 static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, float *att,
                           float *lse) {
@@ -35,7 +35,7 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
                 const float *Q = q + (size_t)b * T * D + h * HS;
                 const float *K = k + (size_t)b * T * KVD + g * HS;
                 const float *V = v + (size_t)b * T * KVD + g * HS;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, Q, D, K, KVD, 0.0f, S, T);
+                gemm_f32(0, 1, T, T, HS, scale, Q, D, K, KVD, 0.0f, S, T);
                 float *l = lse + ((size_t)b * NH + h) * T;
                 for (int t = 0; t < T; t++) {
                     float *row = S + (size_t)t * T;
@@ -54,7 +54,7 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
                     for (int u = t + 1; u < T; u++) row[u] = 0.0f;
                     l[t] = m + logf(sum);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, S, T, V, KVD, 0.0f,
+                gemm_f32(0, 0, T, HS, T, 1.0f, S, T, V, KVD, 0.0f,
                             att + (size_t)b * T * D + h * HS, D);
             }
     }
@@ -100,8 +100,8 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
                     const float *dA = da + (size_t)b * T * D + h * HS;
                     const float *l = lse + ((size_t)b * NH + h) * T;
                     const float beta = h == g * group ? 0.0f : 1.0f;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, Q, D, K, KVD, 0.0f, P, T);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dA, D, V, KVD, 0.0f, dP, T);
+                    gemm_f32(0, 1, T, T, HS, scale, Q, D, K, KVD, 0.0f, P, T);
+                    gemm_f32(0, 1, T, T, HS, 1.0f, dA, D, V, KVD, 0.0f, dP, T);
                     for (int t = 0; t < T; t++) {
                         float *pr = P + (size_t)t * T, *dpr = dP + (size_t)t * T;
                         const float lt = l[t];
@@ -115,10 +115,10 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
                         for (int u = 0; u <= t; u++) dpr[u] = pr[u] * (dpr[u] - delta) * scale;
                         for (int u = t + 1; u < T; u++) pr[u] = dpr[u] = 0.0f;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, P, T, dA, D, beta, dV, KVD);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, K, KVD, 0.0f,
+                    gemm_f32(1, 0, T, HS, T, 1.0f, P, T, dA, D, beta, dV, KVD);
+                    gemm_f32(0, 0, T, HS, T, 1.0f, dP, T, K, KVD, 0.0f,
                                 dq + (size_t)b * T * D + h * HS, D);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, Q, D, beta, dK, KVD);
+                    gemm_f32(1, 0, T, HS, T, 1.0f, dP, T, Q, D, beta, dK, KVD);
                 }
             }
     }
