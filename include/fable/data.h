@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fable/util.h"
+
 #define SHARD_MAGIC "FBLTOKS1"
 #define SHARD_HEADER_BYTES 32
 
@@ -43,9 +45,7 @@ int shard_write(const char *path, const uint16_t *ids, size_t n, int vocab);
  * and renames over path, so a reader never sees a half-written shard. Any error (or
  * shard_writer_abort) removes the temp file. Ids are checked < vocab as they arrive. */
 typedef struct {
-    void *f;               /* FILE * */
-    char path[1024];
-    char tmp[1100];
+    fb_atomic a;           /* temp file, fsync, rename (fable/util.h) */
     int vocab;
     uint64_t n;            /* ids written so far */
 } shard_writer;

@@ -180,34 +180,23 @@ int shard_writer_open(shard_writer *w, const char *path, int vocab) {
     memset(w, 0, sizeof *w);
     if (vocab <= 0 || vocab > 65536)
         return fb_err("%s: vocab size %d cannot be stored as uint16 ids (1..65536)", path, vocab);
-    if (strlen(path) >= sizeof w->path) return fb_err("%s: path too long", path);
-    snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%d", path, (int)getpid());
+    if (strlen(path) >= sizeof w->a.path) return fb_err("%s: path too long", path);
     w->vocab = vocab;
-    FILE *f = fopen(w->tmp, "wb");
-    if (!f) return fb_errno("%s: cannot create", w->tmp);
-    w->f = f;
+    if (fb_atomic_begin(&w->a, path)) return -1;
     unsigned char h[SHARD_HEADER_BYTES];
     header_fill(h, vocab, 0); /* n_tokens patched at close */
-    if (fb_fwrite(f, h, sizeof h, w->tmp) != 0) {
-        shard_writer_abort(w);
-        return -1;
-    }
-    return 0;
+    return fb_atomic_write(&w->a, h, sizeof h); /* aborts (removes the temp file) on error */
 }
 
 int shard_writer_put(shard_writer *w, const uint16_t *ids, size_t n) {
     size_t bad = first_bad_id(ids, n, w->vocab);
     if (bad < n) {
-        fb_err("%s: token %llu has id %u, not below the vocab size %d", w->path,
+        fb_err("%s: token %llu has id %u, not below the vocab size %d", w->a.path,
                (unsigned long long)(w->n + bad), ids[bad], w->vocab);
         shard_writer_abort(w);
         return -1;
     }
-    if (fb_fwrite(w->f, ids, n * sizeof *ids, w->tmp) != 0) {
-        shard_writer_abort(w);
-        return -1;
-    }
+    if (fb_atomic_write(&w->a, ids, n * sizeof *ids) != 0) return -1;
     w->n += n;
     return 0;
 }
@@ -218,7 +207,7 @@ int shard_writer_put_i32(shard_writer *w, const int32_t *ids, size_t n) {
         size_t k = n < 4096 ? n : 4096;
         for (size_t i = 0; i < k; i++) {
             if (ids[i] < 0 || ids[i] >= w->vocab) {
-                fb_err("%s: token %llu has id %d, outside the vocab [0, %d)", w->path,
+                fb_err("%s: token %llu has id %d, outside the vocab [0, %d)", w->a.path,
                        (unsigned long long)(w->n + i), (int)ids[i], w->vocab);
                 shard_writer_abort(w);
                 return -1;
@@ -233,58 +222,20 @@ int shard_writer_put_i32(shard_writer *w, const int32_t *ids, size_t n) {
 }
 
 void shard_writer_abort(shard_writer *w) {
-    if (w->f) {
-        fclose(w->f);
-        unlink(w->tmp);
-    }
-    w->f = NULL;
+    if (w->a.f) fb_atomic_abort(&w->a);
 }
 
 int shard_writer_close(shard_writer *w) {
-    FILE *f = w->f;
-    if (!f) return fb_err("%s: shard writer already closed", w->path);
+    if (!w->a.f) return fb_err("%s: shard writer already closed", w->a.path);
     unsigned char h[SHARD_HEADER_BYTES];
     header_fill(h, w->vocab, w->n);
-    if (fflush(f) != 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fb_errno("%s: write failed", w->tmp);
-        goto fail;
-    }
-    if (fb_fwrite(f, h, sizeof h, w->tmp) != 0) goto fail;
-    if (fflush(f) != 0) {
-        fb_errno("%s: write failed", w->tmp);
-        goto fail;
-    }
-    if (fsync(fileno(f)) != 0) {
-        fb_errno("%s: fsync failed", w->tmp);
-        goto fail;
-    }
-    if (fclose(f) != 0) {
-        w->f = NULL;
-        fb_errno("%s: close failed", w->tmp);
-        unlink(w->tmp);
+    if (fflush(w->a.f) != 0 || fseek(w->a.f, 0, SEEK_SET) != 0) {
+        fb_errno("%s: write failed", w->a.tmp);
+        shard_writer_abort(w);
         return -1;
     }
-    w->f = NULL;
-    if (rename(w->tmp, w->path) != 0) {
-        fb_errno("%s: cannot rename to %s", w->tmp, w->path);
-        unlink(w->tmp);
-        return -1;
-    }
-    /* Make the rename itself durable. */
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", w->path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-fail:
-    shard_writer_abort(w);
-    return -1;
+    if (fb_atomic_write(&w->a, h, sizeof h) != 0) return -1;
+    return fb_atomic_commit(&w->a); /* flush, fsync, rename, fsync the directory */
 }
 
 int shard_write(const char *path, const uint16_t *ids, size_t n, int vocab) {
