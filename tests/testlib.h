@@ -50,6 +50,21 @@ static inline const char *t_data_path(const char *rel) {
     return b;
 }
 
+/* A per-test scratch directory (mkdtemp under /tmp) and paths inside it. */
+static char t_tmp_dir[256];
+static inline int t_make_tmpdir(const char *tag) {
+    snprintf(t_tmp_dir, sizeof t_tmp_dir, "/tmp/fable_test_%s_XXXXXX", tag);
+    if (!mkdtemp(t_tmp_dir)) { perror("mkdtemp"); return -1; }
+    return 0;
+}
+static inline const char *t_tmp_path(const char *name) {
+    static char buf[4][512];
+    static int k;
+    char *b = buf[k++ & 3];
+    snprintf(b, 512, "%s/%s", t_tmp_dir, name);
+    return b;
+}
+
 /* Relative error of a vs reference b over n floats: max|a-b| / max(max|b|, tiny).
  * (Per-tensor, so that tiny entries of a tensor do not dominate.) */
 static inline double t_rel_err(const float *a, const float *b, size_t n, size_t *worst) {

@@ -6,15 +6,6 @@
 #include "fable/util.h"
 #include "testlib.h"
 
-static char dir[256];
-
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *b = buf[k++ & 3];
-    snprintf(b, 512, "%s/%s", dir, name);
-    return b;
-}
 
 static void put_file(const char *path, const char *s) {
     FILE *f = fopen(path, "wb");
@@ -44,13 +35,13 @@ static uint64_t encode_to_shard(const tokenizer *t, const corpus *c, int threads
     shard_writer w;
     shard_writer *outs[2] = {&w, NULL};
     tokenize_stats st[2];
-    if (shard_writer_open(&w, tpath(name), tok_vocab_size(t)) != 0) return 0;
+    if (shard_writer_open(&w, t_tmp_path(name), tok_vocab_size(t)) != 0) return 0;
     if (tokenize_corpus(t, c, NULL, outs, threads, NULL, NULL, st) != 0 || shard_writer_close(&w) != 0) {
         fprintf(stderr, "  %s\n", fb_errmsg());
         return 0;
     }
     shard s;
-    if (shard_open(&s, tpath(name), tok_vocab_size(t)) != 0) return 0;
+    if (shard_open(&s, t_tmp_path(name), tok_vocab_size(t)) != 0) return 0;
     /* BOS starts the shard and appears once per story */
     size_t bos = 0;
     for (size_t i = 0; i < s.n; i++) bos += s.tokens[i] == tok_bos_id(t);
@@ -133,11 +124,11 @@ static void test_formats(void) {
               "bad json %zu: %s", i, fb_errmsg());
         corpus_free(&c);
     }
-    CHECK(corpus_add_file(&c, tpath("missing.txt"), CORPUS_AUTO, NULL) != 0 &&
+    CHECK(corpus_add_file(&c, t_tmp_path("missing.txt"), CORPUS_AUTO, NULL) != 0 &&
               strstr(fb_errmsg(), "missing.txt") && strstr(fb_errmsg(), "No such file"),
           "missing file: %s", fb_errmsg());
-    put_file(tpath("empty.txt"), "");
-    CHECK(corpus_add_file(&c, tpath("empty.txt"), CORPUS_AUTO, NULL) != 0 && strstr(fb_errmsg(), "empty"),
+    put_file(t_tmp_path("empty.txt"), "");
+    CHECK(corpus_add_file(&c, t_tmp_path("empty.txt"), CORPUS_AUTO, NULL) != 0 && strstr(fb_errmsg(), "empty"),
           "empty file: %s", fb_errmsg());
     corpus_free(&c);
     corpus_format f;
@@ -164,8 +155,7 @@ static void test_split(void) {
 
 int main(void) {
     int quick = getenv("FABLE_TEST_QUICK") != NULL;
-    snprintf(dir, sizeof dir, "/tmp/fable_test_tokenize_XXXXXX");
-    if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
+    if (t_make_tmpdir("tokenize")) return 1;
     test_strip();
     test_formats();
     test_split();
@@ -193,7 +183,7 @@ int main(void) {
     CHECK(corpus_add_text(&c, lily, strlen(lily), CORPUS_LINES, "lily") == 0 && c.n == 1, "lily corpus");
     CHECK(encode_to_shard(llama, &c, 1, "lily.bin") == 14, "lily: 14 tokens");
     shard s;
-    CHECK(shard_open(&s, tpath("lily.bin"), 32000) == 0 && s.n == 15 && !memcmp(s.tokens, want, sizeof want),
+    CHECK(shard_open(&s, t_tmp_path("lily.bin"), 32000) == 0 && s.n == 15 && !memcmp(s.tokens, want, sizeof want),
           "lily ids differ from PROVENANCE.md");
     shard_close(&s);
     corpus_free(&c);
@@ -221,7 +211,7 @@ int main(void) {
             /* thread count does not change the bytes */
             shard a, b;
             encode_to_shard(t512, &c, 1, "t1.bin");
-            CHECK(shard_open(&a, tpath("t.bin"), 0) == 0 && shard_open(&b, tpath("t1.bin"), 0) == 0 && a.n == b.n &&
+            CHECK(shard_open(&a, t_tmp_path("t.bin"), 0) == 0 && shard_open(&b, t_tmp_path("t1.bin"), 0) == 0 && a.n == b.n &&
                       !memcmp(a.tokens, b.tokens, a.n * 2),
                   "1 and 2 threads differ");
             shard_close(&a);
@@ -237,7 +227,7 @@ int main(void) {
     shard_writer wt, wv;
     shard_writer *outs[2] = {&wt, &wv};
     tokenize_stats st[2];
-    CHECK(shard_writer_open(&wt, tpath("tr.bin"), 512) == 0 && shard_writer_open(&wv, tpath("va.bin"), 512) == 0, "open");
+    CHECK(shard_writer_open(&wt, t_tmp_path("tr.bin"), 512) == 0 && shard_writer_open(&wv, t_tmp_path("va.bin"), 512) == 0, "open");
     CHECK(tokenize_corpus(t512, &c, split, outs, 2, NULL, NULL, st) == 0, "%s", fb_errmsg());
     CHECK(shard_writer_close(&wt) == 0 && shard_writer_close(&wv) == 0, "close");
     CHECK(st[0].stories == 3 && st[1].stories == 2 && st[0].tokens + st[1].tokens == 1804, "split: %llu + %llu stories, "
@@ -247,19 +237,19 @@ int main(void) {
 
     /* A tokenizer larger than the writer's vocab: ids are refused, not truncated. */
     CHECK(corpus_add_text(&c, "Lily is happy.", 14, CORPUS_LINES, "v") == 0, "corpus");
-    CHECK(shard_writer_open(&wt, tpath("small.bin"), 300) == 0, "open");
+    CHECK(shard_writer_open(&wt, t_tmp_path("small.bin"), 300) == 0, "open");
     outs[0] = &wt;
     outs[1] = NULL;
     CHECK(tokenize_corpus(llama, &c, NULL, outs, 1, NULL, NULL, st) != 0 && strstr(fb_errmsg(), "vocab"),
           "ids >= vocab must fail: %s", fb_errmsg());
     shard_writer_abort(&wt);
-    CHECK(access(tpath("small.bin"), F_OK) != 0, "no shard after a failure");
+    CHECK(access(t_tmp_path("small.bin"), F_OK) != 0, "no shard after a failure");
     corpus_free(&c);
 
     tok_free(llama);
     tok_free(t512);
     char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", t_tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
     return t_done("test_tokenize");
 }

@@ -18,6 +18,7 @@
 #include "fable/tokenizer.h"
 #include "fable/util.h"
 #include "testlib.h"
+#include "tok_fixtures.h"
 
 static int quick;
 
@@ -33,19 +34,6 @@ static uint32_t fnv1a32(const int32_t *ids, long n) {
         }
     }
     return h;
-}
-
-static char *fixture_path(const char *name) {
-    static char buf[4][1024];
-    static int k = 0;
-    char *b = buf[k++ & 3];
-    const char *cands[] = {"tests/fixtures/tok", "../tests/fixtures/tok", "../../tests/fixtures/tok"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(b, 1024, "%s/%s", cands[i], name);
-        if (access(b, R_OK) == 0) return b;
-    }
-    snprintf(b, 1024, "tests/fixtures/tok/%s", name);
-    return b;
 }
 
 static char *read_all(const char *path, size_t *len) {
@@ -87,27 +75,6 @@ static size_t split_lines(char *d, size_t len, char ***lines) {
     }
     *lines = l;
     return n;
-}
-
-/* Hard-case escapes (see gen_tok_fixtures.py): \n \t \r \\ \xHH. */
-static size_t unescape(const char *s, char *out) {
-    size_t o = 0;
-    while (*s) {
-        if (s[0] == '\\' && s[1]) {
-            char e = s[1];
-            if (e == 'x') {
-                char hex[3] = {s[2], s[3], 0};
-                out[o++] = (char)strtol(hex, NULL, 16);
-                s += 4;
-                continue;
-            }
-            out[o++] = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : '\\';
-            s += 2;
-            continue;
-        }
-        out[o++] = *s++;
-    }
-    return o;
 }
 
 typedef struct {

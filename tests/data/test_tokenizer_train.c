@@ -21,36 +21,7 @@
 #include "fable/tokenizer.h"
 #include "fable/util.h"
 #include "testlib.h"
-
-static char *fixture_path(const char *name) {
-    static char b[1024];
-    const char *cands[] = {"tests/fixtures/tok", "../tests/fixtures/tok", "../../tests/fixtures/tok"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(b, sizeof b, "%s/%s", cands[i], name);
-        if (access(b, R_OK) == 0) return b;
-    }
-    return b;
-}
-
-static size_t unescape(const char *s, char *out) {
-    size_t o = 0;
-    while (*s) {
-        if (s[0] == '\\' && s[1]) {
-            char e = s[1];
-            if (e == 'x') {
-                char hex[3] = {s[2], s[3], 0};
-                out[o++] = (char)strtol(hex, NULL, 16);
-                s += 4;
-                continue;
-            }
-            out[o++] = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : '\\';
-            s += 2;
-            continue;
-        }
-        out[o++] = *s++;
-    }
-    return o;
-}
+#include "tok_fixtures.h"
 
 /* Lines of a file (modified in place); returns the count. */
 static size_t lines_of(char *d, size_t len, char ***out) {
