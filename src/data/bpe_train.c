@@ -756,16 +756,16 @@ int bpe_train_texts(const char *const *texts, const size_t *lens, size_t n_texts
     static const char *special[3] = {"<unk>", "<s>", "</s>"};
     char bytes[256][7];  /* local: concurrent trainers share nothing */
     for (int i = 0; i < 3; i++, id++)
-        m.pieces[id] = (spm_piece){(char *)special[i], (uint32_t)strlen(special[i]), 0.0f, i ? SPM_CONTROL : SPM_UNKNOWN};
+        m.pieces[id] = (spm_piece){(char *)special[i], (uint32_t)strlen(special[i]), 0.0f, i ? TOK_CONTROL : TOK_UNKNOWN};
     for (int b = 0; b < 256; b++, id++) {
         snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
-        m.pieces[id] = (spm_piece){bytes[b], 6, 0.0f, SPM_BYTE};
+        m.pieces[id] = (spm_piece){bytes[b], 6, 0.0f, TOK_BYTE};
     }
     int k = 0;
     for (int i = 0; i < nmerge; i++, id++, k++)
-        m.pieces[id] = (spm_piece){T.sym[merged[i]].s, T.sym[merged[i]].len, -(float)k, SPM_NORMAL};
+        m.pieces[id] = (spm_piece){T.sym[merged[i]].s, T.sym[merged[i]].len, -(float)k, TOK_NORMAL};
     for (size_t i = 0; i < nreq; i++, id++, k++)
-        m.pieces[id] = (spm_piece){T.sym[i].s, T.sym[i].len, -(float)k, SPM_NORMAL};
+        m.pieces[id] = (spm_piece){T.sym[i].s, T.sym[i].len, -(float)k, TOK_NORMAL};
     free(merged);
     /* spm_model_serialize only reads the strings; free_model below must not free them */
     char *names[5] = {"<unk>", "<s>", "</s>", "<pad>", " \xE2\x81\x87 "};

@@ -106,7 +106,7 @@ static int expect_wire(pb_reader *r, uint32_t field, int wire, int want, const c
 
 static int parse_piece(spm_model *m, const uint8_t *d, size_t n, pb_reader *parent) {
     pb_reader r = {d, d + n, parent->err, parent->errlen};
-    spm_piece pc = {NULL, 0, 0.0f, SPM_NORMAL};
+    spm_piece pc = {NULL, 0, 0.0f, TOK_NORMAL};
     int have_piece = 0;
     while (r.p < r.end) {
         uint32_t f; int w; uint64_t v = 0; const uint8_t *s = NULL; size_t sn = 0;
@@ -121,7 +121,7 @@ static int parse_piece(spm_model *m, const uint8_t *d, size_t n, pb_reader *pare
             pc.score = pb_f32(v);
         } else if (f == 3) {
             if (expect_wire(&r, f, w, 0, "SentencePiece")) goto fail;
-            if (v < SPM_NORMAL || v > SPM_BYTE) {
+            if (v < TOK_NORMAL || v > TOK_BYTE) {
                 pb_fail(&r, "piece %d has unknown type %llu", m->n_pieces, (unsigned long long)v);
                 goto fail;
             }
@@ -341,7 +341,7 @@ int spm_model_serialize(const spm_model *m, uint8_t **out, size_t *out_len) {
         sub.n = 0;
         pb_put_bytes(&sub, 1, p->piece, p->len);
         pb_put_float(&sub, 2, p->score);
-        if (p->type != SPM_NORMAL) pb_put_int(&sub, 3, p->type);
+        if (p->type != TOK_NORMAL) pb_put_int(&sub, 3, p->type);
         pb_put_msg(&w, 1, &sub);
     }
     sub.n = 0;

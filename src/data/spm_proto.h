@@ -23,15 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* SentencePiece.Type */
-enum {
-    SPM_NORMAL = 1,
-    SPM_UNKNOWN = 2,
-    SPM_CONTROL = 3,
-    SPM_USER_DEFINED = 4,
-    SPM_UNUSED = 5,
-    SPM_BYTE = 6,
-};
+#include "fable/tokenizer.h"
+
+/* SentencePiece.Type values: TOK_NORMAL .. TOK_BYTE in fable/tokenizer.h. */
 
 enum { SPM_UNIGRAM = 1, SPM_BPE = 2, SPM_WORD = 3, SPM_CHAR = 4 };
 

@@ -997,7 +997,7 @@ static tokenizer *load_model(const uint8_t *d, size_t len, const char *name, cha
         pc->piece = NULL;
         t->score[i] = pc->score;
         t->type[i] = (uint8_t)pc->type;
-        if (pc->type == SPM_BYTE && !m.byte_fallback) {
+        if (pc->type == TOK_BYTE && !m.byte_fallback) {
             snprintf(why, whylen, "byte piece %d '%s' found although byte_fallback is false", i, t->sp[i]);
             goto fail;
         }

@@ -189,11 +189,11 @@ int main(void) {
             CHECK(!t && strstr(fb_errmsg(), "already defined"), "duplicate piece: '%s'", fb_errmsg());
             m.pieces[300].piece = saved;
             m.pieces[300].len = saved_len;
-            m.pieces[0].type = SPM_CONTROL;
+            m.pieces[0].type = TOK_CONTROL;
             t = load_model(&m, "nounk.model");
             CHECK(!t && strstr(fb_errmsg(), "<unk>"), "no <unk>: '%s'", fb_errmsg());
-            m.pieces[0].type = SPM_UNKNOWN;
-            m.pieces[5].type = SPM_NORMAL;  /* <0x02> is no longer a byte piece */
+            m.pieces[0].type = TOK_UNKNOWN;
+            m.pieces[5].type = TOK_NORMAL;  /* <0x02> is no longer a byte piece */
             t = load_model(&m, "255bytes.model");
             CHECK(!t && strstr(fb_errmsg(), "255"), "a byte piece missing: '%s'", fb_errmsg());
             spm_model_free(&m);
