@@ -13,8 +13,10 @@
  * x_in and writes x_out = x_in + f(x_in); backward reads dy = dL/dx_out and
  * writes dx = dL/dx_in = dy + (∂f/∂x_in)ᵀ·dy. Keeping both lets the weight-
  * gradient calls (separate, so an engine may run them overlapped on another
- * queue) read dy after the dx path has moved on. Weight-gradient calls
- * ACCUMULATE (+=) into the gradient buffers; dx outputs are overwritten.
+ * queue) read dy after the dx path has moved on. dx outputs are overwritten.
+ * Every call that writes a parameter gradient takes `acc`: 1 = accumulate (g += ...),
+ * 0 = overwrite (g = ...; the first micro-batch of an update, so the gradients never
+ * need zeroing and the GEMMs never read them back). "+=" below means "+= or =, by acc".
  * Inputs of a *_dw call must stay unchanged until eng->sync() returns.
  */
 #ifndef FABLE_ENGINE_H
@@ -104,7 +106,7 @@ struct eng {
     /* ---- embedding ------------------------------------------------------------
      * x[n,:] = E[tok[n],:]                                         x [N,D], E [V,D] */
     void (*embed_fwd)(eng *e, const eng_dims *d, float *x, const float *emb, const int32_t *tok);
-    /* dE[tok[n],:] += dx[n,:] */
+    /* dE[tok[n],:] += dx[n,:]  (always accumulates: only the rows of tok are touched) */
     void (*embed_bwd)(eng *e, const eng_dims *d, float *demb, const float *dx, const int32_t *tok);
 
     /* ---- RoPE table -------------------------------------------------------------
@@ -126,11 +128,11 @@ struct eng {
      *   x̂ = x·rstd, dx̂ = dxn⊙w, dx = dy + rstd·(dx̂ − x̂·mean(dx̂⊙x̂)),  d rms_att += Σ_n dxn⊙x̂.
      * Writes dx [N,D] (may NOT alias dy), accumulates grad->rms_att. */
     void (*qkv_bwd)(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *taps,
-                    const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad);
+                    const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad, int acc);
     /* Attention weight gradients (+=): dWo += dyᵀ·att; dWq += dqᵀ·xn; dWk += dkᵀ·xn;
      * dWv += dvᵀ·xn. May run asynchronously until sync(). */
     void (*attn_dw)(eng *e, const eng_dims *d, const eng_attn_taps *taps, const float *dy,
-                    const eng_attn_grads *g, eng_layer *grad);
+                    const eng_attn_grads *g, eng_layer *grad, int acc);
 
     /* ---- FFN half -------------------------------------------------------------
      * fwdFFN: xn = RMSNorm(x_in)·rms_ffn; h1 = xn·W1ᵀ; h3 = xn·W3ᵀ; gate = silu(h1)⊙h3;
@@ -141,10 +143,10 @@ struct eng {
      * dh3 = dgate⊙silu(h1); dxn = dh1·W1 + dh3·W3; RMSNorm backward as in qkv_bwd into
      * dx = dy + ..., grad->rms_ffn +=. Writes g->dh1, g->dh3. */
     void (*ffn_bwd)(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *taps,
-                    const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad);
+                    const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad, int acc);
     /* dW2 += dyᵀ·gate; dW1 += dh1ᵀ·xn; dW3 += dh3ᵀ·xn. May run asynchronously. */
     void (*ffn_dw)(eng *e, const eng_dims *d, const eng_ffn_taps *taps, const float *dy,
-                   const eng_ffn_grads *g, eng_layer *grad);
+                   const eng_ffn_grads *g, eng_layer *grad, int acc);
 
     /* ---- final RMSNorm -----------------------------------------------------------
      * out = x·rstd·w, rstd = 1/sqrt(mean(x²)+eps) per row. x [N,D]. */
@@ -152,7 +154,7 @@ struct eng {
                         float *rstd);
     /* dx = rstd·(dx̂ − x̂·mean(dx̂⊙x̂)) with dx̂ = dout⊙w (overwrites dx); dw += Σ dout⊙x̂. */
     void (*rmsnorm_bwd)(eng *e, int N, int D, const float *x, const float *w, const float *rstd,
-                        const float *dout, float *dx, float *dw);
+                        const float *dout, float *dx, float *dw, int acc);
 
     /* ---- classifier + softmax + cross-entropy, fused ------------------------------
      * logits = xn·Wclsᵀ [N,V], processed in vocabulary blocks; per row
@@ -160,11 +162,11 @@ struct eng {
      * Returns Σ_n loss_n (double). If losses != NULL, writes loss_n.
      * With dxn != NULL also the backward for L = scale·Σ_n loss_n:
      *   dlogits = scale·(softmax − onehot); dxn = dlogits·Wcls (overwritten);
-     *   dWcls += dlogitsᵀ·xn.
+     *   dWcls += dlogitsᵀ·xn  (or = when acc == 0).
      * Never holds more than one [rows × V] logits buffer. */
     double (*cls_loss)(eng *e, const eng_dims *d, const float *xn, const float *wcls,
                        const int32_t *targets, float scale, float *losses, float *dxn,
-                       float *dwcls);
+                       float *dwcls, int acc);
 
     /* ---- optimizer -----------------------------------------------------------------
      * Σ g² over n floats (double accumulation, deterministic). */

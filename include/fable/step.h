@@ -5,7 +5,9 @@
  * qkvBwd, attn dW) in reverse → embedding backward. It knows nothing of which engine
  * runs the kernels. Per-phase wall times are accumulated in step_timers.
  *
- * Gradient convention: grads += ∂(mean loss over this micro-batch's valid targets)/∂θ.
+ * Gradient convention: grads (+)= ∂(mean loss over this micro-batch's valid targets)/∂θ,
+ * overwriting on the first micro-batch of an update (acc = 0: no zeroing pass, and the
+ * weight-gradient GEMMs never read the old values) and adding on the others (acc = 1).
  * With gradient accumulation over K micro-batches the optimizer scales by 1/K.
  */
 #ifndef FABLE_STEP_H
@@ -54,9 +56,10 @@ void step_free(step_ctx *s);
 /* Forward only: mean loss over targets >= 0 (eval). Per-position losses in s->losses. */
 double step_loss(step_ctx *s, const model_params *w, const int32_t *tok, const int32_t *tgt);
 
-/* Forward + backward: grads += ∂(mean loss)/∂θ; returns the mean loss. */
+/* Forward + backward: grads = (acc 0) or += (acc 1) ∂(mean loss)/∂θ; returns the mean loss.
+ * acc = 0 writes every gradient element (a micro-batch without valid targets writes zeros). */
 double step_fwd_bwd(step_ctx *s, const model_params *w, model_params *g, const int32_t *tok,
-                    const int32_t *tgt);
+                    const int32_t *tgt, int acc);
 
 /* Optimizer hyper-parameters. weight_decay applies to matrices only (not norms). */
 typedef struct {

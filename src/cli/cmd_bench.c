@@ -111,8 +111,7 @@ static int bench_step(cli_args *a) {
     for (int i = 0; i < warm + steps; i++) {
         step_timers before = s.tm;
         double t0 = fb_now();
-        e->zero(e, g, n);
-        step_fwd_bwd(&s, &pw, &pg, tok, tgt);
+        step_fwd_bwd(&s, &pw, &pg, tok, tgt, 0);
         step_optimizer(&s, p, g, m, v, &oc, i + 1, 1.0f);
         double dt = fb_now() - t0;
         if (i >= warm) {
@@ -193,7 +192,7 @@ static int bench_kernels(cli_args *a) {
     float *p = f.p, *g = f.g;
     model_params pw = f.pw, pg = f.pg;
     const int32_t *tok = f.tok, *tgt = f.tgt;
-    step_fwd_bwd(&s, &pw, &pg, tok, tgt); /* fills every tap */
+    step_fwd_bwd(&s, &pw, &pg, tok, tgt, 0); /* fills every tap */
     const eng_dims *d = &s.d;
     const double N = d->N, D = d->D, F = d->F, KVD = d->KVD, V = d->V, Tt = d->T;
     const double peak = eng_peak_gflops(e);
@@ -209,19 +208,19 @@ static int bench_kernels(cli_args *a) {
     report(json, "fwdAttn", t, 2 * N * D * (2 * D + 2 * KVD) + att_f, peak);
     TIME_IT(reps, t, e->ffn_fwd(e, d, &lw, &s.ffn[0], x1));
     report(json, "fwdFFN", t, 2 * N * D * F * 3, peak);
-    TIME_IT(reps, t, e->ffn_bwd(e, d, &lw, &s.ffn[0], s.dres[0], &s.fg, x1, &lg));
+    TIME_IT(reps, t, e->ffn_bwd(e, d, &lw, &s.ffn[0], s.dres[0], &s.fg, x1, &lg, 1));
     report(json, "ffnBwd (dx)", t, 2 * N * D * F * 3, peak);
-    TIME_IT(reps, t, e->ffn_dw(e, d, &s.ffn[0], s.dres[0], &s.fg, &lg));
+    TIME_IT(reps, t, e->ffn_dw(e, d, &s.ffn[0], s.dres[0], &s.fg, &lg, 1));
     report(json, "ffn dW", t, 2 * N * D * F * 3, peak);
     TIME_IT(reps, t, e->attn_bwd(e, d, &lw, s.rope, &s.attn[0], s.dres[0], &s.ag));
     report(json, "sdpaBwd (Wo dx + attention)", t, 2 * N * D * D + 2 * att_f, peak);
-    TIME_IT(reps, t, e->qkv_bwd(e, d, &lw, &s.attn[0], s.dres[0], &s.ag, x1, &lg));
+    TIME_IT(reps, t, e->qkv_bwd(e, d, &lw, &s.attn[0], s.dres[0], &s.ag, x1, &lg, 1));
     report(json, "qkvBwd (dx)", t, 2 * N * D * (D + 2 * KVD), peak);
-    TIME_IT(reps, t, e->attn_dw(e, d, &s.attn[0], s.dres[0], &s.ag, &lg));
+    TIME_IT(reps, t, e->attn_dw(e, d, &s.attn[0], s.dres[0], &s.ag, &lg, 1));
     report(json, "attention dW", t, 2 * N * D * (2 * D + 2 * KVD), peak);
-    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f / N, s.losses, s.dxf, pg.wcls));
+    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f / N, s.losses, s.dxf, pg.wcls, 1));
     report(json, "classifier+CE fwd+bwd", t, 6 * N * D * V, peak);
-    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f, s.losses, NULL, NULL));
+    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f, s.losses, NULL, NULL, 0));
     report(json, "classifier+CE fwd only", t, 2 * N * D * V, peak);
     TIME_IT(reps, t, e->rmsnorm_fwd(e, d->N, d->D, s.res, pw.rms_final, s.xf, s.xf_rstd));
     report(json, "final rmsnorm fwd", t, 3 * N * D, peak);
@@ -249,7 +248,7 @@ static int bench_kernels(cli_args *a) {
         TIME_IT(reps, t, mm_nn(Nr, in, o, Y, o, W, in, 0.0f, X, in));
         report(json, nm, t, fl, peak);
         snprintf(nm, sizeof nm, "%s dW   [%d,%d]Tx[%d,%d]", shapes[i].name, Nr, o, Nr, in);
-        TIME_IT(reps, t, mm_tn_acc(o, in, Nr, Y, o, X, in, W, in));
+        TIME_IT(reps, t, mm_tn(o, in, Nr, Y, o, X, in, 1.0f, W, in));
         report(json, nm, t, fl, peak);
     }
     fb_free(X); fb_free(Y); fb_free(W);

@@ -127,23 +127,28 @@ static int forward(step_ctx *s, const model_params *w, const int32_t *tok, const
 double step_loss(step_ctx *s, const model_params *w, const int32_t *tok, const int32_t *tgt) {
     int nv = forward(s, w, tok, tgt);
     double t0 = fb_now();
-    double sum = s->e->cls_loss(s->e, &s->d, s->xf, w->wcls, s->tgt, 1.0f, s->losses, NULL, NULL);
+    double sum = s->e->cls_loss(s->e, &s->d, s->xf, w->wcls, s->tgt, 1.0f, s->losses, NULL, NULL, 0);
     s->tm.cls += fb_now() - t0;
     return nv ? sum / nv : 0.0;
 }
 
-double step_fwd_bwd(step_ctx *s, const model_params *w, model_params *g, const int32_t *tok, const int32_t *tgt) {
+double step_fwd_bwd(step_ctx *s, const model_params *w, model_params *g, const int32_t *tok, const int32_t *tgt,
+                    int acc) {
     eng *e = s->e;
     const eng_dims *d = &s->d;
     const int L = s->cfg.n_layers;
     const size_t ND = (size_t)d->N * d->D;
     int nv = forward(s, w, tok, tgt);
-    if (nv == 0) return 0.0;
+    if (nv == 0) { /* no valid target: the gradient of this micro-batch is zero */
+        if (!acc) e->zero(e, g->tok_emb, model_num_params(&s->cfg));
+        return 0.0;
+    }
 
     double t0 = fb_now();
-    double sum = e->cls_loss(e, d, s->xf, w->wcls, s->tgt, 1.0f / nv, s->losses, s->dxf, g->wcls);
+    double sum = e->cls_loss(e, d, s->xf, w->wcls, s->tgt, 1.0f / nv, s->losses, s->dxf, g->wcls, acc);
     double t1 = fb_now();
-    e->rmsnorm_bwd(e, d->N, d->D, s->res + 2 * L * ND, w->rms_final, s->xf_rstd, s->dxf, s->dres[0], g->rms_final);
+    e->rmsnorm_bwd(e, d->N, d->D, s->res + 2 * L * ND, w->rms_final, s->xf_rstd, s->dxf, s->dres[0], g->rms_final,
+                   acc);
     double t2 = fb_now();
     s->tm.cls += t1 - t0;
     s->tm.rms += t2 - t1;
@@ -155,19 +160,22 @@ double step_fwd_bwd(step_ctx *s, const model_params *w, model_params *g, const i
         eng_layer_of(&s->cfg, w, l, &lw);
         eng_layer_of(&s->cfg, g, l, &lg);
         double a = fb_now();
-        e->ffn_bwd(e, d, &lw, &s->ffn[l], s->dres[0], &s->fg, s->dres[1], &lg);
+        e->ffn_bwd(e, d, &lw, &s->ffn[l], s->dres[0], &s->fg, s->dres[1], &lg, acc);
         double b = fb_now();
-        e->ffn_dw(e, d, &s->ffn[l], s->dres[0], &s->fg, &lg);
+        e->ffn_dw(e, d, &s->ffn[l], s->dres[0], &s->fg, &lg, acc);
         double c = fb_now();
         e->attn_bwd(e, d, &lw, s->rope, &s->attn[l], s->dres[1], &s->ag);
-        e->qkv_bwd(e, d, &lw, &s->attn[l], s->dres[1], &s->ag, s->dres[0], &lg);
+        e->qkv_bwd(e, d, &lw, &s->attn[l], s->dres[1], &s->ag, s->dres[0], &lg, acc);
         double dd = fb_now();
-        e->attn_dw(e, d, &s->attn[l], s->dres[1], &s->ag, &lg);
+        e->attn_dw(e, d, &s->attn[l], s->dres[1], &s->ag, &lg, acc);
         double ee = fb_now();
         tdx += (b - a) + (dd - c);
         tdw += (c - b) + (ee - dd);
     }
     double t3 = fb_now();
+    /* tied: the classifier already wrote (or added to) this tensor; untied and overwriting:
+     * the scatter-add needs a zero table first */
+    if (!acc && g->tok_emb != g->wcls) e->zero(e, g->tok_emb, (size_t)d->V * d->D);
     e->embed_bwd(e, d, g->tok_emb, s->dres[0], s->tok);
     e->sync(e);
     double t4 = fb_now();

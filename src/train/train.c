@@ -425,14 +425,13 @@ int train_run(train_opts *o) {
         const int u = (int)r.h.update + 1;
         const float lr = train_lr(hp, u);
         const double u_t0 = fb_now();
-        r.e->zero(r.e, r.grads, r.n);
         double loss_sum = 0;
         for (int k = 0; k < K; k++) {
             const step_timers before = r.s.tm;
             double t0 = fb_now();
             if (loader_next(&r.ld, B, in, tg)) { rc = -1; break; }
             double t_data = fb_now() - t0;
-            double loss = step_fwd_bwd(&r.s, &r.pw, &r.pg, in, tg);
+            double loss = step_fwd_bwd(&r.s, &r.pw, &r.pg, in, tg, k > 0); /* k = 0 overwrites */
             double t_all = fb_now() - t0;
             r.h.micro_steps++;
             r.h.tokens_seen += (int64_t)N;

@@ -26,7 +26,7 @@ int main(void) {
     eng *e = eng_cpu_create(0);
     eng_dims d = {.B = 1, .T = N, .N = N, .D = D, .V = V};
     const float scale = 1.0f / nv;
-    double sum = e->cls_loss(e, &d, xn, w, tg, scale, loss, dxn, dw);
+    double sum = e->cls_loss(e, &d, xn, w, tg, scale, loss, dxn, dw, 1);
 
     /* reference in double */
     double *ref_dx = calloc((size_t)N * D, sizeof(double)), *ref_dw = calloc((size_t)V * D, sizeof(double));
@@ -77,8 +77,18 @@ int main(void) {
     CHECK(e_dw < 1e-4, "dWcls rel err %g", e_dw);
     /* forward-only path gives the same losses */
     float *loss2 = fb_alloc((size_t)N * 4);
-    double sum2 = e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, NULL, NULL);
+    double sum2 = e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, NULL, NULL, 0);
     CHECK(sum2 == sum && memcmp(loss, loss2, (size_t)N * 4) == 0, "forward-only losses differ");
+    /* acc = 0 overwrites dW (NaN in it must not survive) and gives the accumulated result
+     * minus the offset */
+    for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = NAN;
+    e->cls_loss(e, &d, xn, w, tg, scale, loss2, dxn, dw, 0);
+    double mdw0 = 0;
+    for (size_t i = 0; i < (size_t)V * D; i++) {
+        double err = isfinite(dw[i]) ? fabs((double)dw[i] - ref_dw[i]) : INFINITY;
+        mdw0 = err > mdw0 ? err : mdw0;
+    }
+    CHECK(mdw0 / mref < 1e-4, "dWcls with acc = 0: rel err %g", mdw0 / mref);
     e->destroy(e);
     free(ref_dx); free(ref_dw); free(lg); free(rdx);
     fb_free(xn); fb_free(w); fb_free(dxn); fb_free(dw); fb_free(loss); fb_free(loss2); fb_free(tg);

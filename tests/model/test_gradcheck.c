@@ -11,7 +11,7 @@
  * a wrong formula gives errors of order 1e-2..1.
  * Also: fable's loss (step_loss and step_fwd_bwd) and per-position losses equal the double
  * reference's (LOSS_TOL), the layout of model_tensors() is the documented one, and a second
- * step_fwd_bwd accumulates (grads += ...).
+ * step_fwd_bwd overwrites every gradient with acc = 0 and accumulates (grads += ...) with acc = 1.
  *
  * Weights: model_init_weights(seed), matrices then scaled ×5 (std 0.1, so that attention is
  * far from uniform and SwiGLU far from linear) and norm weights set to 1 + 0.1·N(0,1) (so that
@@ -127,17 +127,28 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     double loss_eval = step_loss(&s, &wv, tok, tgt);
     e->sync(e);
     e->download(e, losses, s.losses, sizeof(float) * N);
-    double loss_fb = step_fwd_bwd(&s, &wv, &gv, tok, tgt);
-    e->sync(e);
+    /* acc = 0 must write every gradient element: start from NaN so a missed one shows */
     float *g1 = malloc(P * sizeof(float)), *g2 = malloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) g1[i] = NAN;
+    e->upload(e, pg, g1, P * sizeof(float));
+    double loss_fb = step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
+    e->sync(e);
     e->download(e, g1, pg, P * sizeof(float));
-    /* accumulation: a second identical call adds the same gradient again */
-    step_fwd_bwd(&s, &wv, &gv, tok, tgt);
+    size_t nonfinite = 0;
+    for (size_t i = 0; i < P; i++) nonfinite += !isfinite(g1[i]);
+    CHECK(nonfinite == 0, "step_fwd_bwd(acc = 0) left %zu of %zu gradient elements unwritten", nonfinite, P);
+    /* accumulation: a second identical call with acc = 1 adds the same gradient again */
+    step_fwd_bwd(&s, &wv, &gv, tok, tgt, 1);
     e->sync(e);
     e->download(e, g2, pg, P * sizeof(float));
     for (size_t i = 0; i < P; i++) g2[i] *= 0.5f;
     double acc = t_rel_err(g2, g1, P, NULL);
     CHECK(acc < 1e-6, "second step_fwd_bwd did not accumulate: grads/2 differ by %.2e", acc);
+    /* and acc = 0 again overwrites the accumulated sum: the first gradient, bit for bit */
+    step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
+    e->sync(e);
+    e->download(e, g2, pg, P * sizeof(float));
+    CHECK(memcmp(g1, g2, P * sizeof(float)) == 0, "step_fwd_bwd(acc = 0) did not overwrite the gradients");
 
     /* the double reference at the same weights */
     refd_layout lo;

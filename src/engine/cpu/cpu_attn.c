@@ -134,19 +134,20 @@ void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
 }
 
 void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *tp, const float *dy,
-                 eng_attn_grads *g, float *dx, eng_layer *grad) {
+                 eng_attn_grads *g, float *dx, eng_layer *grad, int acc) {
     const int N = d->N, D = d->D, KVD = d->KVD;
     mm_nn(N, D, D, g->dq, D, w->wq, D, 0.0f, g->dxn, D);    /* dxn  = dq·Wq */
     mm_nn(N, D, KVD, g->dk, KVD, w->wk, D, 1.0f, g->dxn, D); /* dxn += dk·Wk */
     mm_nn(N, D, KVD, g->dv, KVD, w->wv, D, 1.0f, g->dxn, D); /* dxn += dv·Wv */
-    cpu_rmsnorm_bwd_rows(N, D, tp->x, w->rms_att, tp->rstd, g->dxn, dy, dx, grad->rms_att);
+    cpu_rmsnorm_bwd_rows(N, D, tp->x, w->rms_att, tp->rstd, g->dxn, dy, dx, grad->rms_att, acc);
 }
 
 void cpu_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *tp, const float *dy, const eng_attn_grads *g,
-                 eng_layer *grad) {
+                 eng_layer *grad, int acc) {
     const int N = d->N, D = d->D, KVD = d->KVD;
-    mm_tn_acc(D, D, N, dy, D, tp->att, D, grad->wo, D);     /* dWo += dyᵀ·att */
-    mm_tn_acc(D, D, N, g->dq, D, tp->xn, D, grad->wq, D);   /* dWq += dqᵀ·xn */
-    mm_tn_acc(KVD, D, N, g->dk, KVD, tp->xn, D, grad->wk, D);
-    mm_tn_acc(KVD, D, N, g->dv, KVD, tp->xn, D, grad->wv, D);
+    const float beta = acc ? 1.0f : 0.0f;
+    mm_tn(D, D, N, dy, D, tp->att, D, beta, grad->wo, D);     /* dWo += dyᵀ·att */
+    mm_tn(D, D, N, g->dq, D, tp->xn, D, beta, grad->wq, D);   /* dWq += dqᵀ·xn */
+    mm_tn(KVD, D, N, g->dk, KVD, tp->xn, D, beta, grad->wk, D);
+    mm_tn(KVD, D, N, g->dv, KVD, tp->xn, D, beta, grad->wv, D);
 }

@@ -21,7 +21,7 @@
 #define CHUNK_BYTES ((size_t)160 << 20)
 
 double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls, const int32_t *targets,
-                    float scale, float *losses, float *dxn, float *dwcls) {
+                    float scale, float *losses, float *dxn, float *dwcls, int acc) {
     const int N = d->N, D = d->D, V = d->V;
     int R = (int)(CHUNK_BYTES / ((size_t)V * sizeof(float)));
     if (R < 1) R = 1;
@@ -79,7 +79,8 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
             }
             mm_nn(rows, D, vb, logits + v0, V, wcls + (size_t)v0 * D, D, v0 ? 1.0f : 0.0f,
                   dxn + (size_t)r0 * D, D);                                     /* dxn += dl·W */
-            mm_tn_acc(vb, D, rows, logits + v0, V, x, D, dwcls + (size_t)v0 * D, D); /* dW += dlᵀ·xn */
+            mm_tn(vb, D, rows, logits + v0, V, x, D, acc || r0 ? 1.0f : 0.0f,
+                  dwcls + (size_t)v0 * D, D);                                   /* dW += dlᵀ·xn */
         }
     }
     return total;

@@ -24,7 +24,7 @@ void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp
 }
 
 void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *tp, const float *dy,
-                 eng_ffn_grads *g, float *dx, eng_layer *grad) {
+                 eng_ffn_grads *g, float *dx, eng_layer *grad, int acc) {
     const int N = d->N, D = d->D, F = d->F;
     mm_nn(N, F, D, dy, D, w->w2, F, 0.0f, g->dgate, F); /* dgate = dy·W2 */
     const size_t NF = (size_t)N * F;
@@ -38,13 +38,14 @@ void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_ta
     }
     mm_nn(N, D, F, g->dh1, F, w->w1, D, 0.0f, g->dxn, D); /* dxn  = dh1·W1 */
     mm_nn(N, D, F, g->dh3, F, w->w3, D, 1.0f, g->dxn, D); /* dxn += dh3·W3 */
-    cpu_rmsnorm_bwd_rows(N, D, tp->x, w->rms_ffn, tp->rstd, g->dxn, dy, dx, grad->rms_ffn);
+    cpu_rmsnorm_bwd_rows(N, D, tp->x, w->rms_ffn, tp->rstd, g->dxn, dy, dx, grad->rms_ffn, acc);
 }
 
 void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *tp, const float *dy, const eng_ffn_grads *g,
-                eng_layer *grad) {
+                eng_layer *grad, int acc) {
     const int N = d->N, D = d->D, F = d->F;
-    mm_tn_acc(D, F, N, dy, D, tp->gate, F, grad->w2, F);   /* dW2 += dyᵀ·gate */
-    mm_tn_acc(F, D, N, g->dh1, F, tp->xn, D, grad->w1, D); /* dW1 += dh1ᵀ·xn */
-    mm_tn_acc(F, D, N, g->dh3, F, tp->xn, D, grad->w3, D); /* dW3 += dh3ᵀ·xn */
+    const float beta = acc ? 1.0f : 0.0f;
+    mm_tn(D, F, N, dy, D, tp->gate, F, beta, grad->w2, F);   /* dW2 += dyᵀ·gate */
+    mm_tn(F, D, N, g->dh1, F, tp->xn, D, beta, grad->w1, D); /* dW1 += dh1ᵀ·xn */
+    mm_tn(F, D, N, g->dh3, F, tp->xn, D, beta, grad->w3, D); /* dW3 += dh3ᵀ·xn */
 }

@@ -37,10 +37,10 @@ static inline void mm_nn(int M, int N, int K, const float *A, int lda, const flo
                          float beta, float *C, int ldc) {
     cpu_sgemm(0, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
-/* C[M,N] += A[K,M]ᵀ · B[K,N]               weight gradient:  dW += dYᵀ·X */
-static inline void mm_tn_acc(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                             float *C, int ldc) {
-    cpu_sgemm(1, 0, M, N, K, A, lda, B, ldb, 1.0f, C, ldc);
+/* C[M,N] = beta·C + A[K,M]ᵀ · B[K,N]      weight gradient:  dW (+)= dYᵀ·X */
+static inline void mm_tn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                         float beta, float *C, int ldc) {
+    cpu_sgemm(1, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* ---- engine-owned scratch: reused across calls, grown on demand (never per-call alloc) ---- */
@@ -54,9 +54,9 @@ float *cpu_thread_scratch(eng *e, size_t bytes);
 /* out[n,:] = x[n,:]·rstd[n]·w, rstd[n] = 1/sqrt(mean(x[n,:]²) + eps). Parallel over rows. */
 void cpu_rmsnorm_rows(int N, int D, const float *x, const float *w, float *out, float *rstd);
 /* RMSNorm backward. dx = base + rstd·(ĝ − x̂·mean(ĝ⊙x̂)), ĝ = dout⊙w, x̂ = x·rstd
- * (base may be NULL = 0); dw += Σ_n dout⊙x̂ (column-parallel, order fixed). */
+ * (base may be NULL = 0); dw (+)= Σ_n dout⊙x̂ (acc: +=, else =; column-parallel, order fixed). */
 void cpu_rmsnorm_bwd_rows(int N, int D, const float *x, const float *w, const float *rstd,
-                          const float *dout, const float *base, float *dx, float *dw);
+                          const float *dout, const float *base, float *dx, float *dw, int acc);
 /* Rotate pairs (2i, 2i+1) of each head of rows [N, heads·HS] by ±angle(pos = n mod T). */
 void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int inverse);
 
@@ -66,15 +66,16 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
 void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
                   const eng_attn_taps *taps, const float *dy, eng_attn_grads *g);
 void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *taps,
-                 const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad);
+                 const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad, int acc);
 void cpu_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *taps, const float *dy,
-                 const eng_attn_grads *g, eng_layer *grad);
+                 const eng_attn_grads *g, eng_layer *grad, int acc);
 void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *taps, float *x_out);
 void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *taps,
-                 const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad);
+                 const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad, int acc);
 void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *taps, const float *dy,
-                const eng_ffn_grads *g, eng_layer *grad);
+                const eng_ffn_grads *g, eng_layer *grad, int acc);
 double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls,
-                    const int32_t *targets, float scale, float *losses, float *dxn, float *dwcls);
+                    const int32_t *targets, float scale, float *losses, float *dxn, float *dwcls,
+                    int acc);
 
 #endif
