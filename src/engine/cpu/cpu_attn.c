@@ -14,11 +14,19 @@
 #include "engine/cpu/cpu_math.h"
 #include "fable/util.h"
 
-/* Per (b, h) the attention is three small GEMMs on a T×T scratch tile S (one per thread):
- *   S = Q_h·K_gᵀ/√HS;  P = causal softmax rows of S (in place, zero above the diagonal);
- *   O_h = P·V_g.
+/* Causal blocks: query rows are taken TB = cpu_attn_block at a time (64; FABLE_ATTN_BLOCK
+ * overrides, which the tests use to cut T = 16 into blocks); a block of rows [r0, r0 + rb)
+ * only attends to keys [0, r0 + rb), so every product below runs on that many columns
+ * instead of T: for T = 256 and TB = 64 the scores and P·V cost 10/16 of the full square. */
+int cpu_attn_block = 64;
+#define ATT_TB cpu_attn_block
+
+/* Per (b, h) and row block the attention is two small GEMMs on a TB×T scratch tile S
+ * (one per thread):
+ *   S = Q_blk·K[0:nc]ᵀ/√HS;  P = causal softmax rows of S (in place, zero above the
+ *   diagonal);  O_blk = P·V[0:nc],   nc = r0 + rb.
  * Q_h is a [T, HS] view with row stride D into q; K_g, V_g are views with stride KVD.
- * gemm_f32 runs single-threaded inside the parallel region; the (b, h) pairs are the
+ * The GEMMs run single-threaded inside the parallel region; the (b, h) pairs are the
  * parallel dimension. */
 static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, float *att,
                           float *lse) {
@@ -27,7 +35,7 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *S = cpu_thread_scratch(e, (size_t)T * T * sizeof(float));
+        float *S = cpu_thread_scratch(e, (size_t)ATT_TB * T * sizeof(float));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
@@ -35,27 +43,30 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
                 const float *Q = q + (size_t)b * T * D + h * HS;
                 const float *K = k + (size_t)b * T * KVD + g * HS;
                 const float *V = v + (size_t)b * T * KVD + g * HS;
-                gemm_f32(0, 1, T, T, HS, scale, Q, D, K, KVD, 0.0f, S, T);
                 float *l = lse + ((size_t)b * NH + h) * T;
-                for (int t = 0; t < T; t++) {
-                    float *row = S + (size_t)t * T;
-                    float m = -INFINITY;
+                for (int r0 = 0; r0 < T; r0 += ATT_TB) {
+                    const int rb = T - r0 < ATT_TB ? T - r0 : ATT_TB, nc = r0 + rb;
+                    gemm_f32(0, 1, rb, nc, HS, scale, Q + (size_t)r0 * D, D, K, KVD, 0.0f, S, nc);
+                    for (int i = 0; i < rb; i++) {
+                        const int t = r0 + i;
+                        float *row = S + (size_t)i * nc;
+                        float m = -INFINITY;
 #pragma omp simd reduction(max : m)
-                    for (int u = 0; u <= t; u++) m = row[u] > m ? row[u] : m;
-                    float sum = 0.0f;
+                        for (int u = 0; u <= t; u++) m = row[u] > m ? row[u] : m;
+                        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                    for (int u = 0; u <= t; u++) {
-                        row[u] = fb_expf(row[u] - m);
-                        sum += row[u];
-                    }
-                    const float inv = 1.0f / sum;
+                        for (int u = 0; u <= t; u++) {
+                            row[u] = fb_expf_le0(row[u] - m);
+                            sum += row[u];
+                        }
+                        const float inv = 1.0f / sum;
 #pragma omp simd
-                    for (int u = 0; u <= t; u++) row[u] *= inv;
-                    for (int u = t + 1; u < T; u++) row[u] = 0.0f;
-                    l[t] = m + logf(sum);
+                        for (int u = 0; u <= t; u++) row[u] *= inv;
+                        for (int u = t + 1; u < nc; u++) row[u] = 0.0f;
+                        l[t] = m + logf(sum);
+                    }
+                    gemm_f32(0, 0, rb, HS, nc, 1.0f, S, nc, V, KVD, 0.0f, att + (size_t)(b * T + r0) * D + h * HS, D);
                 }
-                gemm_f32(0, 0, T, HS, T, 1.0f, S, T, V, KVD, 0.0f,
-                            att + (size_t)b * T * D + h * HS, D);
             }
     }
 }
@@ -75,19 +86,23 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
 }
 
 /* sdpaBwd: per (b, kv head g), over the query heads h of its group (so dK_g, dV_g are
- * written by one task only: no races, fixed order), with two T×T tiles per thread:
- *   P = exp(Q_h·K_gᵀ/√HS − lse) (causal, zero above the diagonal)
- *   dV_g += Pᵀ·dA_h;   dP = dA_h·V_gᵀ;   Δ_t = Σ_u P[t,u]·dP[t,u]
- *   dS = P⊙(dP − Δ)/√HS;   dQ_h = dS·K_g;   dK_g += dSᵀ·Q_h */
+ * written by one task only: no races, fixed order), and per causal row block (nc = r0 + rb
+ * keys), with two TB×T tiles per thread:
+ *   P = exp(Q_blk·K[0:nc]ᵀ/√HS − lse) (causal, zero above the diagonal)
+ *   dV[0:nc] += Pᵀ·dA_blk;   dP = dA_blk·V[0:nc]ᵀ;   Δ_t = Σ_u P[t,u]·dP[t,u]
+ *   dS = P⊙(dP − Δ)/√HS;   dQ_blk = dS·K[0:nc];   dK[0:nc] += dSᵀ·Q_blk
+ * Row blocks run last to first, so the first product into dK_g, dV_g (beta 0) covers all T
+ * rows and the later, shorter ones add onto initialised rows. */
 static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
                           const float *da, float *dq, float *dk, float *dv) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
+    const int nblk = (T + ATT_TB - 1) / ATT_TB;
 #pragma omp parallel
     {
-        float *P = cpu_thread_scratch(e, (size_t)2 * T * T * sizeof(float));
-        float *dP = P + (size_t)T * T;
+        float *P = cpu_thread_scratch(e, (size_t)2 * ATT_TB * T * sizeof(float));
+        float *dP = P + (size_t)ATT_TB * T;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {
@@ -99,26 +114,30 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
                     const float *Q = q + (size_t)b * T * D + h * HS;
                     const float *dA = da + (size_t)b * T * D + h * HS;
                     const float *l = lse + ((size_t)b * NH + h) * T;
-                    const float beta = h == g * group ? 0.0f : 1.0f;
-                    gemm_f32(0, 1, T, T, HS, scale, Q, D, K, KVD, 0.0f, P, T);
-                    gemm_f32(0, 1, T, T, HS, 1.0f, dA, D, V, KVD, 0.0f, dP, T);
-                    for (int t = 0; t < T; t++) {
-                        float *pr = P + (size_t)t * T, *dpr = dP + (size_t)t * T;
-                        const float lt = l[t];
-                        float delta = 0.0f;
+                    for (int bi = nblk - 1; bi >= 0; bi--) {
+                        const int r0 = bi * ATT_TB, rb = T - r0 < ATT_TB ? T - r0 : ATT_TB, nc = r0 + rb;
+                        const float beta = h == g * group && bi == nblk - 1 ? 0.0f : 1.0f;
+                        const float *Qb = Q + (size_t)r0 * D, *dAb = dA + (size_t)r0 * D;
+                        gemm_f32(0, 1, rb, nc, HS, scale, Qb, D, K, KVD, 0.0f, P, nc);
+                        gemm_f32(0, 1, rb, nc, HS, 1.0f, dAb, D, V, KVD, 0.0f, dP, nc);
+                        for (int i = 0; i < rb; i++) {
+                            const int t = r0 + i;
+                            float *pr = P + (size_t)i * nc, *dpr = dP + (size_t)i * nc;
+                            const float lt = l[t];
+                            float delta = 0.0f;
 #pragma omp simd reduction(+ : delta)
-                        for (int u = 0; u <= t; u++) {
-                            pr[u] = fb_expf(pr[u] - lt);
-                            delta += pr[u] * dpr[u];
-                        }
+                            for (int u = 0; u <= t; u++) {
+                                pr[u] = fb_expf_le0(pr[u] - lt);
+                                delta += pr[u] * dpr[u];
+                            }
 #pragma omp simd
-                        for (int u = 0; u <= t; u++) dpr[u] = pr[u] * (dpr[u] - delta) * scale;
-                        for (int u = t + 1; u < T; u++) pr[u] = dpr[u] = 0.0f;
+                            for (int u = 0; u <= t; u++) dpr[u] = pr[u] * (dpr[u] - delta) * scale;
+                            for (int u = t + 1; u < nc; u++) pr[u] = dpr[u] = 0.0f;
+                        }
+                        gemm_f32(1, 0, nc, HS, rb, 1.0f, P, nc, dAb, D, beta, dV, KVD);
+                        gemm_f32(0, 0, rb, HS, nc, 1.0f, dP, nc, K, KVD, 0.0f, dq + (size_t)(b * T + r0) * D + h * HS, D);
+                        gemm_f32(1, 0, nc, HS, rb, 1.0f, dP, nc, Qb, D, beta, dK, KVD);
                     }
-                    gemm_f32(1, 0, T, HS, T, 1.0f, P, T, dA, D, beta, dV, KVD);
-                    gemm_f32(0, 0, T, HS, T, 1.0f, dP, T, K, KVD, 0.0f,
-                                dq + (size_t)b * T * D + h * HS, D);
-                    gemm_f32(1, 0, T, HS, T, 1.0f, dP, T, Q, D, beta, dK, KVD);
                 }
             }
     }

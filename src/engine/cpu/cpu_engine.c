@@ -276,6 +276,8 @@ eng *eng_cpu_create(int threads) {
     const char *g = getenv("FABLE_GEMM");
     if (g && !strcmp(g, "fable")) cpu_gemm_use_own = 1;
     else if (g && !strcmp(g, "blas")) cpu_gemm_use_own = 0;
+    const char *ab = getenv("FABLE_ATTN_BLOCK");
+    if (ab && atoi(ab) > 0) cpu_attn_block = atoi(ab);
     e->name = "cpu";
     e->threads = threads;
     e->alloc = cpu_alloc;

@@ -19,6 +19,8 @@
  * cpu_gemm_use_own: 1 = fable's packed AVX2 GEMM (src/engine/cpu/gemm.c), 0 = OpenBLAS.
  * Chosen by measurement (bench/RESULTS.md); FABLE_GEMM=blas|fable overrides at engine creation. */
 extern int cpu_gemm_use_own;
+/* Query rows per causal attention block (cpu_attn.c); FABLE_ATTN_BLOCK overrides at engine creation. */
+extern int cpu_attn_block;
 static inline void cpu_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                              int ldb, float beta, float *C, int ldc) {
     if (cpu_gemm_use_own)
