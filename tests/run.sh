@@ -27,10 +27,11 @@ done
 for t in $(find build/asan/tests -type f -executable -name 'test_*' | sort); do
   run "asan:${t#build/asan/tests/}" env FABLE_TEST_QUICK=1 "$t"
 done
-# The causal attention blocks (64 query rows) cover the test sequences (T ≤ 32) in one block;
-# cut them into 5-row blocks (several blocks, a short last one) and check again.
-run "attn-blocks:model/test_torch_parity" env FABLE_ATTN_BLOCK=5 build/rel/tests/model/test_torch_parity
-run "attn-blocks:asan:model/test_gradcheck" env FABLE_ATTN_BLOCK=5 FABLE_TEST_QUICK=1 build/asan/tests/model/test_gradcheck
+# The test models' heads are small (HS ≤ 16), so the runs above take the direct attention
+# kernels (cpu_attn_direct.c). Check the GEMM-tiled path too, with its causal row blocks
+# (64 query rows, longer than the test sequences) cut to 5 rows: several blocks, a short last one.
+run "attn-gemm:model/test_torch_parity" env FABLE_ATTN_DIRECT_HS=0 FABLE_ATTN_BLOCK=5 build/rel/tests/model/test_torch_parity
+run "attn-gemm:asan:model/test_gradcheck" env FABLE_ATTN_DIRECT_HS=0 FABLE_ATTN_BLOCK=5 FABLE_TEST_QUICK=1 build/asan/tests/model/test_gradcheck
 for t in $(find tests/cli -name '*.sh' ! -name 'lib_*' | sort); do
   run "cli:$(basename "$t")" bash "$t"
 done

@@ -20,6 +20,7 @@
  * instead of T: for T = 256 and TB = 64 the scores and P·V cost 10/16 of the full square. */
 int cpu_attn_block = 64;
 #define ATT_TB cpu_attn_block
+int cpu_attn_direct_hs = 16;
 
 /* Per (b, h) and row block the attention is two small GEMMs on a TB×T scratch tile S
  * (one per thread):
@@ -80,7 +81,8 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
     mm_nt(N, KVD, D, tp->xn, D, w->wv, D, 0.0f, tp->v, KVD);
     cpu_rope(tp->q, N, d->T, d->NH, d->HS, rope, 0);
     cpu_rope(tp->k, N, d->T, d->NKV, d->HS, rope, 0);
-    attention_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
+    if (d->HS <= cpu_attn_direct_hs) cpu_attn_fwd_direct(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
+    else attention_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
@@ -147,7 +149,9 @@ void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
                   const float *dy, eng_attn_grads *g) {
     const int N = d->N, D = d->D;
     mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo */
-    attention_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
+    if (d->HS <= cpu_attn_direct_hs)
+        cpu_attn_bwd_direct(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
+    else attention_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
     cpu_rope(g->dq, N, d->T, d->NH, d->HS, rope, 1);
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);
 }

@@ -96,7 +96,7 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
     const size_t tile = (size_t)CLS_RT * CLS_VS;
     /* scratch: logits [R, V] (backward) | per-thread tile (forward only) | m, s [nt, R] |
      * lse, target logit [R] | shifts [nt, R, ntile] | dxn partials [nt − 1, R, D] (backward) */
-    const int ntile = (V / nt + 32 + CLS_VS - 1) / CLS_VS + 1; /* ≥ tiles in any thread's range */
+    const int ntile = (V + CLS_VS - 1) / CLS_VS + 1; /* ≥ tiles in any thread's range, any team size */
     const size_t n_logits = dxn ? (size_t)R * V : (size_t)nt * tile;
     const size_t n_sh = (size_t)nt * R * ntile;
     const size_t n_part = dxn ? (size_t)(nt - 1) * R * D : 0;

@@ -278,6 +278,8 @@ eng *eng_cpu_create(int threads) {
     else if (g && !strcmp(g, "blas")) cpu_gemm_use_own = 0;
     const char *ab = getenv("FABLE_ATTN_BLOCK");
     if (ab && atoi(ab) > 0) cpu_attn_block = atoi(ab);
+    const char *dh = getenv("FABLE_ATTN_DIRECT_HS");
+    if (dh && *dh) cpu_attn_direct_hs = atoi(dh);
     e->name = "cpu";
     e->threads = threads;
     e->alloc = cpu_alloc;

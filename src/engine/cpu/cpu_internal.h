@@ -21,6 +21,9 @@
 extern int cpu_gemm_use_own;
 /* Query rows per causal attention block (cpu_attn.c); FABLE_ATTN_BLOCK overrides at engine creation. */
 extern int cpu_attn_block;
+/* Head sizes up to this use the direct attention kernels (cpu_attn_direct.c) instead of the
+ * GEMM-tiled ones; FABLE_ATTN_DIRECT_HS overrides (0 = always GEMM-tiled). */
+extern int cpu_attn_direct_hs;
 static inline void cpu_sgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                              int ldb, float beta, float *C, int ldc) {
     if (cpu_gemm_use_own)
@@ -61,6 +64,13 @@ void cpu_rmsnorm_bwd_rows(int N, int D, const float *x, const float *w, const fl
                           const float *dout, const float *base, float *dx, float *dw, int acc);
 /* Rotate pairs (2i, 2i+1) of each head of rows [N, heads·HS] by ±angle(pos = n mod T). */
 void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int inverse);
+
+/* Causal attention core without GEMM calls, for small heads (cpu_attn_direct.c):
+ * fwd fills att [N, D] and lse [B, NH, T]; bwd writes dq [N, D], dk, dv [N, KVD] from da. */
+void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                         float *att, float *lse);
+void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                         const float *lse, const float *da, float *dq, float *dk, float *dv);
 
 /* Kernel entry points wired into the vtable by cpu_engine.c. */
 void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
