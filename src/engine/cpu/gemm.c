@@ -196,7 +196,58 @@ static void pack_contig_panels(int w, int n, int kc, const float *src, ptrdiff_t
  * Serves op(A) without transA (A[i][p]) and op(B) with transB (W[j][p], the forward form).
  * 8 rows × 8 k at a time: 8 row loads, an in-register transpose, 8 stores of 8 lanes
  * (fewer lanes, masked, for the last group of a 6-wide panel). Only rows < we are read. */
+#ifdef GEMM_AVX512
+/* Transpose 16×16 in registers: r[i][j] → r[j][i]. Four stages: interleave pairs of rows
+ * (unpack), gather 4-row columns within each 128-bit lane (shuffle_ps), then move whole
+ * 128-bit lanes twice (shuffle_f32x4) so lane m of output column c holds rows 4m..4m+3. */
+static inline void tr16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int m = 0; m < 8; m++) {
+        t[2 * m] = _mm512_unpacklo_ps(r[2 * m], r[2 * m + 1]);
+        t[2 * m + 1] = _mm512_unpackhi_ps(r[2 * m], r[2 * m + 1]);
+    }
+    /* u[4m + c], lane L: column 4L + c of rows 4m..4m+3 */
+    for (int m = 0; m < 4; m++) {
+        u[4 * m + 0] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * m + 1] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * m + 2] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * m + 3] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* for each c: 4×4 transpose of 128-bit lanes across u[c], u[4+c], u[8+c], u[12+c] */
+    for (int c = 0; c < 4; c++) {
+        __m512 b0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), b1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 b2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), b3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(b0, b2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(b0, b2, 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(b1, b3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(b1, b3, 0xDD);
+    }
+}
+#endif
+
 static void pack_strided(int w, int we, int kc, const float *src, ptrdiff_t lds, float *dst) {
+#ifdef GEMM_AVX512
+    /* panels a multiple of 16 wide (the 8×32 kernel's B): 16 rows × 16 k per transpose, then
+     * the remaining k (kc mod 16) of those rows one by one */
+    if ((w & 15) == 0) {
+        for (int r0 = 0; r0 < w; r0 += 16) {
+            const int rv = we - r0 < 0 ? 0 : imin(16, we - r0);
+            const float *sp = src + (ptrdiff_t)r0 * lds;
+            float *d = dst + r0;
+            int p = 0;
+            for (; p + 16 <= kc; p += 16) {
+                __m512 v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = i < rv ? _mm512_loadu_ps(sp + (ptrdiff_t)i * lds + p) : _mm512_setzero_ps();
+                tr16x16(v);
+                for (int t = 0; t < 16; t++) _mm512_storeu_ps(d + (ptrdiff_t)(p + t) * w, v[t]);
+            }
+            for (; p < kc; p++)
+                for (int i = 0; i < 16; i++) d[(ptrdiff_t)p * w + i] = i < rv ? sp[(ptrdiff_t)i * lds + p] : 0.0f;
+        }
+        return;
+    }
+#endif
     for (int r0 = 0; r0 < w; r0 += 8) {
         int rn = imin(8, w - r0);                         /* lanes stored for this group */
         int rv = we - r0 < 0 ? 0 : imin(8, we - r0);      /* rows that exist in the source */
