@@ -4,7 +4,8 @@
  *   s[t,u] = q_t·k_u / √HS  (u ≤ t),  P = softmax_u(s),  o_t = Σ_u P[t,u] v_u
  * The forward saves lse[t] = logsumexp_u s[t,u]; the backward recomputes
  * P[t,u] = exp(s[t,u] − lse[t]) row by row, so memory and time are O(T²) per head
- * and no T×T matrix is kept between calls (one T×T tile per thread while working).
+ * and no T×T matrix is kept between calls (one TB×T tile per thread while working; heads of
+ * up to cpu_attn_direct_hs dimensions use the direct kernels of cpu_attn_direct.c instead).
  */
 #include <math.h>
 #include <stdlib.h>
