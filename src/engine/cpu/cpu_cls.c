@@ -9,7 +9,7 @@
  * reduction), and every product it computes is a single-threaded GEMM on a tile that
  * fits the L2: rows × columns = CLS_RT × CLS_VS floats. Per tile, while it is in cache:
  *
- *   pass 1 (forward), row tiles outer, vocabulary tiles inner:
+ *   pass 1 (forward), vocabulary tiles outer, row tiles inner:
  *     logits tile = x_tile·W_tileᵀ;  per row an online max m and Σexp s over the thread's
  *     columns:  m' = max(m, max_tile),  s' = s·e^(m−m') + Σ_tile e^(l−m');
  *     the tile keeps e^(l−m') in place of l (and m' per row and tile), so pass 2 needs no
@@ -118,11 +118,14 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
             float *m = mx + (size_t)t * R, *s = se + (size_t)t * R, *sh = shift + (size_t)t * R * ntile;
             for (int i = 0; i < rows; i++) { m[i] = -INFINITY; s[i] = 0.0f; }
 
-            /* pass 1: logits tiles and their row statistics */
-            for (int rt = 0; rt < rows; rt += CLS_RT) {
-                const int rr = imin(CLS_RT, rows - rt);
-                for (int c0 = va; c0 < vb; c0 += CLS_VS) {
-                    const int vs = imin(CLS_VS, vb - c0);
+            /* pass 1: logits tiles and their row statistics; vocabulary tiles outer, so each
+             * W tile is read from memory once and stays in cache across the row tiles (x, the
+             * smaller operand, is what gets re-read). Each row still sees its tiles in
+             * ascending order. */
+            for (int c0 = va; c0 < vb; c0 += CLS_VS) {
+                const int vs = imin(CLS_VS, vb - c0);
+                for (int rt = 0; rt < rows; rt += CLS_RT) {
+                    const int rr = imin(CLS_RT, rows - rt);
                     float *L = dxn ? logits + (size_t)rt * V + c0 : logits + (size_t)t * tile;
                     const int ld = dxn ? V : CLS_VS;
                     mm_nt(rr, vs, D, x + (size_t)rt * D, D, wcls + (size_t)c0 * D, D, 0.0f, L, ld);
