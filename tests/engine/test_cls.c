@@ -1,15 +1,15 @@
 /* The fused classifier + softmax + cross-entropy against a naive double-precision
- * reference, at sizes that exercise several vocabulary blocks (V not a multiple of the
- * block) and, in the full run, several row chunks; some targets ignored (-1). */
+ * reference, at sizes that exercise several vocabulary tiles (V not a multiple of the
+ * tile) and, in the full run, several row chunks; some targets ignored (-1). Also with
+ * 1, 3 and 5 threads on a small vocabulary, where some threads' vocabulary ranges are empty
+ * (ranges are cut at multiples of 32 columns). */
 #include <stdint.h>
 
 #include "fable/engine.h"
 #include "fable/util.h"
 #include "testlib.h"
 
-int main(void) {
-    const int quick = getenv("FABLE_TEST_QUICK") != NULL;
-    const int D = 32, V = 20011, N = quick ? 300 : 2300; /* 2300 x 20011 floats > one 160 MB chunk */
+static void check(int threads, int D, int V, int N) {
     fb_rng r;
     fb_rng_seed(&r, 5);
     float *xn = fb_alloc((size_t)N * D * 4), *w = fb_alloc((size_t)V * D * 4);
@@ -23,7 +23,7 @@ int main(void) {
         nv += tg[n] >= 0;
     }
     for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = 1e-3f; /* dW accumulates (+=) onto this */
-    eng *e = eng_cpu_create(0);
+    eng *e = eng_cpu_create(threads);
     eng_dims d = {.B = 1, .T = N, .N = N, .D = D, .V = V};
     const float scale = 1.0f / nv;
     double sum = e->cls_loss(e, &d, xn, w, tg, scale, loss, dxn, dw, 1);
@@ -69,8 +69,8 @@ int main(void) {
     }
     double e_dx = t_rel_err(dxn, rdx, (size_t)N * D, NULL), e_dw = mdw / mref;
     double e_sum = fabs(sum - ref_sum) / ref_sum;
-    fprintf(stderr, "N %d V %d: loss sum rel err %.2e, per-row max %.2e, dxn %.2e, dWcls %.2e\n", N, V, e_sum,
-            max_loss_err, e_dx, e_dw);
+    fprintf(stderr, "threads %d N %d V %d: loss sum rel err %.2e, per-row max %.2e, dxn %.2e, dWcls %.2e\n",
+            e->threads, N, V, e_sum, max_loss_err, e_dx, e_dw);
     CHECK(e_sum < 1e-5, "loss sum %g vs %g", sum, ref_sum);
     CHECK(max_loss_err < 1e-5, "per-row loss error %g", max_loss_err);
     CHECK(e_dx < 1e-4, "dxn rel err %g", e_dx);
@@ -92,5 +92,12 @@ int main(void) {
     e->destroy(e);
     free(ref_dx); free(ref_dw); free(lg); free(rdx);
     fb_free(xn); fb_free(w); fb_free(dxn); fb_free(dw); fb_free(loss); fb_free(loss2); fb_free(tg);
+}
+
+int main(void) {
+    const int quick = getenv("FABLE_TEST_QUICK") != NULL;
+    check(0, 32, 20011, quick ? 300 : 2300); /* 2300 x 20011 floats > one 160 MB chunk */
+    const int threads[] = {1, 3, 5};
+    for (int i = 0; i < 3; i++) check(threads[i], 16, 70, 37);
     return t_done("test_cls");
 }
