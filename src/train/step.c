@@ -140,7 +140,7 @@ double step_fwd_bwd(step_ctx *s, const model_params *w, model_params *g, const i
     const size_t ND = (size_t)d->N * d->D;
     int nv = forward(s, w, tok, tgt);
     if (nv == 0) { /* no valid target: the gradient of this micro-batch is zero */
-        if (!acc) e->zero(e, g->tok_emb, model_num_params(&s->cfg));
+        if (!acc) e->zero(e, g->tok_emb, model_num_params(&s->cfg)); /* tok_emb is the layout's first tensor */
         return 0.0;
     }
 

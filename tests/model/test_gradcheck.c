@@ -144,7 +144,17 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     for (size_t i = 0; i < P; i++) g2[i] *= 0.5f;
     double acc = t_rel_err(g2, g1, P, NULL);
     CHECK(acc < 1e-6, "second step_fwd_bwd did not accumulate: grads/2 differ by %.2e", acc);
-    /* and acc = 0 again overwrites the accumulated sum: the first gradient, bit for bit */
+    /* a micro-batch with every target ignored has a zero gradient: acc = 0 writes zeros */
+    int32_t *none = malloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++) none[n] = -1;
+    double l0 = step_fwd_bwd(&s, &wv, &gv, tok, none, 0);
+    e->sync(e);
+    e->download(e, g2, pg, P * sizeof(float));
+    size_t nonzero = 0;
+    for (size_t i = 0; i < P; i++) nonzero += g2[i] != 0.0f;
+    CHECK(l0 == 0.0 && nonzero == 0, "all targets ignored: loss %g, %zu nonzero gradient elements", l0, nonzero);
+    free(none);
+    /* and acc = 0 again overwrites: the first gradient, bit for bit */
     step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
     e->sync(e);
     e->download(e, g2, pg, P * sizeof(float));
