@@ -78,7 +78,17 @@ static void check(int threads, int D, int V, int N) {
     /* forward-only path gives the same losses */
     float *loss2 = fb_alloc((size_t)N * 4);
     double sum2 = e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, NULL, NULL, 0);
-    CHECK(sum2 == sum && memcmp(loss, loss2, (size_t)N * 4) == 0, "forward-only losses differ");
+    /* bit for bit with fable's GEMM (its result does not depend on C's leading dimension,
+     * and the forward-only call writes compact tiles); OpenBLAS (FABLE_GEMM=blas) may round
+     * differently for the two layouts */
+    const char *gm = getenv("FABLE_GEMM");
+    if (gm && !strcmp(gm, "blas")) {
+        double wl = 0;
+        for (int n = 0; n < N; n++) wl = fmax(wl, fabs((double)loss[n] - loss2[n]) / (fabs((double)loss[n]) + 1e-6));
+        CHECK(wl < 1e-6 && fabs(sum2 - sum) <= 1e-6 * fabs(sum), "forward-only losses differ: rel %g", wl);
+    } else {
+        CHECK(sum2 == sum && memcmp(loss, loss2, (size_t)N * 4) == 0, "forward-only losses differ");
+    }
     /* acc = 0 overwrites dW (NaN in it must not survive) and gives the accumulated result
      * minus the offset */
     for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = NAN;
