@@ -7,7 +7,8 @@
  * Work split: each thread owns a contiguous vocabulary range (balanced, cut at multiples of
  * 32 columns) for the whole call, so its dWcls rows are written by it alone (no races, no
  * reduction), and every product it computes is a single-threaded GEMM on a tile that
- * fits the L2: rows × columns = CLS_RT × CLS_VS floats. Per tile, while it is in cache:
+ * is about the size of the L2: rows × columns = CLS_RT × CLS_VS floats (1 MB). Per tile,
+ * while it is in cache:
  *
  *   pass 1 (forward), vocabulary tiles outer, row tiles inner:
  *     logits tile = x_tile·W_tileᵀ;  per row an online max m and Σexp s over the thread's

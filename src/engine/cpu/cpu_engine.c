@@ -1,5 +1,6 @@
 /* fable cpu engine — creation, memory, and the element-wise kernels
- * (embedding, RMSNorm, RoPE, optimizer). The layer kernels live in cpu_attn.c,
+ * (embedding, RMSNorm, RoPE, optimizer). The layer kernels live in cpu_attn.c (with
+ * cpu_attn_direct.c for small heads),
  * cpu_ffn.c and the classifier in cpu_cls.c. */
 #include <math.h>
 #include <omp.h>
