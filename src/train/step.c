@@ -29,6 +29,12 @@ int step_init(step_ctx *s, eng *e, const model_config *c, int B, int T) {
                               + 3 * up16(N * D) + up16(N) /* dres[2], dxf, xf_rstd */
                               + up16(N * D) + up16(N);    /* xf, losses */
     const size_t total = L * (attn_sz + ffn_sz) + scratch_sz;
+    const double need = (double)(total + (2 * L + 1) * N * D) * sizeof(float);
+    const size_t avail = fb_mem_available();
+    if (avail && need > (double)avail)
+        return fb_err("batch %d x seq %d needs %.2f GB of activations, but only %.2f GB of memory is available; "
+                      "use a smaller batch or sequence (gradient accumulation keeps the tokens per update)",
+                      B, T, need / 1e9, avail / 1e9);
     s->res = e->alloc(e, (2 * L + 1) * N * D * sizeof(float));
     s->act = e->alloc(e, total * sizeof(float));
     s->rope = e->alloc(e, (size_t)T * d->HS * sizeof(float));

@@ -64,6 +64,19 @@ void *fb_alloc(size_t bytes) {
 
 void fb_free(void *p) { free(p); }
 
+size_t fb_mem_available(void) {
+    const char *o = getenv("FABLE_MEM_AVAILABLE_MB");
+    if (o && *o) return (size_t)strtoull(o, NULL, 10) << 20;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb << 10;
+}
+
 /* ---- RNG ---------------------------------------------------------------------- */
 void fb_rng_seed(fb_rng *r, uint64_t seed) { r->s = seed ? seed : 0x9E3779B97F4A7C15ULL; }
 
