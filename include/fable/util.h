@@ -33,7 +33,8 @@ void fb_die(const char *fmt, ...) FB_PRINTF(1, 2) __attribute__((noreturn));
 void *fb_alloc(size_t bytes);
 void fb_free(void *p);
 /* Bytes of memory available to new allocations (MemAvailable of /proc/meminfo), or 0 when
- * unknown. FABLE_MEM_AVAILABLE_MB overrides it (tests use it to simulate a small machine).
+ * unknown. FABLE_MEM_AVAILABLE_MB (may be fractional) overrides it (tests use it to simulate a
+ * small machine).
  * Large buffers are checked against it first: Linux may grant more than it can back, and
  * then the process is killed when fb_alloc zeroes the pages instead of seeing NULL. */
 size_t fb_mem_available(void);

@@ -298,6 +298,12 @@ static int setup(run *r) {
 
     /* parameters, gradients, Adam moments: four flat arrays of the same layout */
     r->n = model_num_params(&r->cfg);
+    const size_t state_bytes = 4 * r->n * sizeof(float), avail = fb_mem_available();
+    if (avail && state_bytes > avail) {
+        model_free(&init);
+        return fb_err("%zu parameters need %.2f GB for weights, gradients and Adam moments, but only %.2f GB of "
+                      "memory is available", r->n, state_bytes / 1e9, avail / 1e9);
+    }
     r->grads = r->e->alloc(r->e, r->n * sizeof(float));
     if (!r->grads) { model_free(&init); return -1; }
     model_params_view(&r->cfg, r->grads, &r->pg);

@@ -66,7 +66,7 @@ void fb_free(void *p) { free(p); }
 
 size_t fb_mem_available(void) {
     const char *o = getenv("FABLE_MEM_AVAILABLE_MB");
-    if (o && *o) return (size_t)strtoull(o, NULL, 10) << 20;
+    if (o && *o) return (size_t)(strtod(o, NULL) * 1048576.0);
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return 0;
     char line[256];

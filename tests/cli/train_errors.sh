@@ -16,6 +16,8 @@ expect_fail "(NaN|infinite).*update [0-9]+.*phase" ./fable train $base --steps 2
 ls "$W/nan"/ckpt_*.bin >/dev/null 2>&1 && { ./fable eval --ckpt "$(ls "$W/nan"/ckpt_*.bin | tail -1)" --data "$W/val.bin" --batches 1 >/dev/null || true; }
 # activations that do not fit the machine's memory: a clear error before allocating
 expect_fail "needs .* GB of activations, but only .* GB of memory is available" env FABLE_MEM_AVAILABLE_MB=1 ./fable train $TINY --train "$W/train.bin" --batch 512 --seq 64 --steps 1 --out "$W/mem" --quiet
+# weights + gradients + Adam moments that do not fit: named before allocating (35K params: 0.56 MB)
+expect_fail "parameters need .* GB for weights, gradients and Adam moments, but only .* GB" env FABLE_MEM_AVAILABLE_MB=0.1 ./fable train $base --steps 1 --out "$W/mem2"
 # unwritable checkpoint directory: caught before any training
 expect_fail "not a directory|not writable|cannot create" ./fable train $base --steps 2 --out /etc/passwd/ckpts
 # shard smaller than one window
