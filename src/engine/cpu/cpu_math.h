@@ -13,23 +13,31 @@
 #include <stdint.h>
 #include <string.h>
 
+/* e^(xc − n·ln2) for n = round(xc·log2e): the reduced argument r = xc − n·ln2 (ln2 in a hi and
+ * lo part, so r is exact to fp32) and e^r ≈ 1 + r + r²/2 + r³/6 + r⁴/24 + r⁵/120 + r⁶/720
+ * on |r| ≤ 0.347. Shared by the two exps below, which differ in how they build 2^n. */
 #pragma omp declare simd notinbranch
-static inline float fb_expf(float x) {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    xc = x == x ? xc : 0.0f; /* NaN: compute on 0 (no UB in the int conversion), return NaN below */
-    /* round to nearest by the 1.5·2^23 trick: branch-free and vectorisable (roundf is a libm call) */
-    float n = (xc * log2e + 12582912.0f) - 12582912.0f;
+static inline float fb_exp_reduced(float xc, float n) {
+    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     float r = xc - n * ln2_hi;
     r = r - n * ln2_lo;
-    /* e^r ≈ 1 + r + r²/2 + r³/6 + r⁴/24 + r⁵/120 + r⁶/720 on |r| ≤ 0.347 */
     float p = 1.38888889e-3f;
     p = p * r + 8.33333333e-3f;
     p = p * r + 4.16666667e-2f;
     p = p * r + 1.66666667e-1f;
     p = p * r + 0.5f;
     p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    return p * r + 1.0f;
+}
+
+#pragma omp declare simd notinbranch
+static inline float fb_expf(float x) {
+    const float log2e = 1.44269504088896341f;
+    float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    xc = x == x ? xc : 0.0f; /* NaN: compute on 0 (no UB in the int conversion), return NaN below */
+    /* round to nearest by the 1.5·2^23 trick: branch-free and vectorisable (roundf is a libm call) */
+    float n = (xc * log2e + 12582912.0f) - 12582912.0f;
+    float p = fb_exp_reduced(xc, n);
     uint32_t e = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &e, 4);
@@ -46,19 +54,10 @@ static inline float fb_expf(float x) {
  * Measured 0.18 ns/element against fb_expf's 0.32 in a sum over an L2-resident tile. */
 #pragma omp declare simd notinbranch
 static inline float fb_expf_le0(float x) {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const float log2e = 1.44269504088896341f;
     const float xc = x < -87.3f ? -87.3f : x; /* NaN passes through */
     const float t = xc * log2e + 12582912.0f;
-    const float n = t - 12582912.0f;
-    float r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
-    float p = 1.38888889e-3f;
-    p = p * r + 8.33333333e-3f;
-    p = p * r + 4.16666667e-2f;
-    p = p * r + 1.66666667e-1f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    const float p = fb_exp_reduced(xc, t - 12582912.0f);
     uint32_t tb;
     memcpy(&tb, &t, 4);
     const uint32_t e = (tb - 0x4B400000u + 127u) << 23; /* (n + 127) << 23; 0x4B400000 = bits of 1.5·2^23 */

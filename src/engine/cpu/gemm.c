@@ -399,28 +399,22 @@ struct gemm_packed {
 /* ---- scratch ----------------------------------------------------------------------- */
 /* Per thread: each OpenMP worker packs into its own buffers, kept between calls
  * (allocating a fresh 4 MB block each call costs ~1000 page faults, ~0.3 ms). */
-static _Thread_local float *tl_scratch = NULL;
-static _Thread_local size_t tl_scratch_n = 0;
+typedef struct { float *p; size_t n; } tl_buf;
 
-static float *scratch(size_t nfloats) {
-    if (nfloats <= tl_scratch_n) return tl_scratch;
-    fb_free(tl_scratch);
-    tl_scratch = fb_alloc(nfloats * sizeof(float));
-    tl_scratch_n = tl_scratch ? nfloats : 0;
-    return tl_scratch;
+/* buf grown to at least nfloats (contents not kept); NULL when that cannot be allocated */
+static float *tl_grow(tl_buf *buf, size_t nfloats) {
+    if (nfloats <= buf->n) return buf->p;
+    fb_free(buf->p);
+    buf->p = fb_alloc(nfloats * sizeof(float));
+    buf->n = buf->p ? nfloats : 0;
+    return buf->p;
 }
 
-/* The calling thread's buffer for the partial products of a K split. */
-static _Thread_local float *tl_ktemp = NULL;
-static _Thread_local size_t tl_ktemp_n = 0;
+static _Thread_local tl_buf tl_scratch; /* packing buffers */
+static _Thread_local tl_buf tl_ktemp;   /* partial products of a K split */
 
-static float *ktemp(size_t nfloats) {
-    if (nfloats <= tl_ktemp_n) return tl_ktemp;
-    fb_free(tl_ktemp);
-    tl_ktemp = fb_alloc(nfloats * sizeof(float));
-    tl_ktemp_n = tl_ktemp ? nfloats : 0;
-    return tl_ktemp;
-}
+static float *scratch(size_t nfloats) { return tl_grow(&tl_scratch, nfloats); }
+static float *ktemp(size_t nfloats) { return tl_grow(&tl_ktemp, nfloats); }
 
 /* Bytes of L2 per core (sysconf; 512 KB, Zen 3's, when unknown). */
 static size_t l2_bytes(void) {
