@@ -49,28 +49,20 @@ static void attention_fwd(eng *e, const eng_dims *d, const float *q, const float
                 for (int r0 = 0; r0 < T; r0 += ATT_TB) {
                     const int rb = T - r0 < ATT_TB ? T - r0 : ATT_TB, nc = r0 + rb;
                     gemm_f32(0, 1, rb, nc, HS, scale, Q + (size_t)r0 * D, D, K, KVD, 0.0f, S, nc);
-                    for (int i = 0; i < rb; i++) {
-                        const int t = r0 + i;
-                        float *row = S + (size_t)i * nc;
-                        float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-                        for (int u = 0; u <= t; u++) m = row[u] > m ? row[u] : m;
-                        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                        for (int u = 0; u <= t; u++) {
-                            row[u] = fb_expf_le0(row[u] - m);
-                            sum += row[u];
-                        }
-                        const float inv = 1.0f / sum;
-#pragma omp simd
-                        for (int u = 0; u <= t; u++) row[u] *= inv;
-                        for (int u = t + 1; u < nc; u++) row[u] = 0.0f;
-                        l[t] = m + logf(sum);
-                    }
+                    for (int i = 0; i < rb; i++) l[r0 + i] = cpu_softmax_causal_row(S + (size_t)i * nc, r0 + i + 1, nc, NULL);
                     gemm_f32(0, 0, rb, HS, nc, 1.0f, S, nc, V, KVD, 0.0f, att + (size_t)(b * T + r0) * D + h * HS, D);
                 }
             }
     }
+}
+
+/* The attention core by head size: direct kernels for small heads, register tiles where
+ * they fit, else the GEMM-tiled code above. */
+void cpu_attn_core_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, float *att,
+                       float *lse) {
+    if (d->HS <= cpu_attn_direct_hs) cpu_attn_fwd_direct(e, d, q, k, v, att, lse);
+    else if (cpu_attn_tiles && cpu_attn_tiles_fit(d->HS)) cpu_attn_fwd_tiles(e, d, q, k, v, att, lse);
+    else attention_fwd(e, d, q, k, v, att, lse);
 }
 
 void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope, eng_attn_taps *tp,
@@ -82,8 +74,7 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
     mm_nt(N, KVD, D, tp->xn, D, w->wv, D, 0.0f, tp->v, KVD);
     cpu_rope(tp->q, N, d->T, d->NH, d->HS, rope, 0);
     cpu_rope(tp->k, N, d->T, d->NKV, d->HS, rope, 0);
-    if (d->HS <= cpu_attn_direct_hs) cpu_attn_fwd_direct(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
-    else attention_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
+    cpu_attn_core_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
@@ -123,20 +114,8 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
                         const float *Qb = Q + (size_t)r0 * D, *dAb = dA + (size_t)r0 * D;
                         gemm_f32(0, 1, rb, nc, HS, scale, Qb, D, K, KVD, 0.0f, P, nc);
                         gemm_f32(0, 1, rb, nc, HS, 1.0f, dAb, D, V, KVD, 0.0f, dP, nc);
-                        for (int i = 0; i < rb; i++) {
-                            const int t = r0 + i;
-                            float *pr = P + (size_t)i * nc, *dpr = dP + (size_t)i * nc;
-                            const float lt = l[t];
-                            float delta = 0.0f;
-#pragma omp simd reduction(+ : delta)
-                            for (int u = 0; u <= t; u++) {
-                                pr[u] = fb_expf_le0(pr[u] - lt);
-                                delta += pr[u] * dpr[u];
-                            }
-#pragma omp simd
-                            for (int u = 0; u <= t; u++) dpr[u] = pr[u] * (dpr[u] - delta) * scale;
-                            for (int u = t + 1; u < nc; u++) pr[u] = dpr[u] = 0.0f;
-                        }
+                        for (int i = 0; i < rb; i++)
+                            cpu_softmax_grad_row(P + (size_t)i * nc, dP + (size_t)i * nc, r0 + i + 1, nc, l[r0 + i], scale);
                         gemm_f32(1, 0, nc, HS, rb, 1.0f, P, nc, dAb, D, beta, dV, KVD);
                         gemm_f32(0, 0, rb, HS, nc, 1.0f, dP, nc, K, KVD, 0.0f, dq + (size_t)(b * T + r0) * D + h * HS, D);
                         gemm_f32(1, 0, nc, HS, rb, 1.0f, dP, nc, Qb, D, beta, dK, KVD);
@@ -146,13 +125,18 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
     }
 }
 
+void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
+                       const float *da, float *dq, float *dk, float *dv) {
+    if (d->HS <= cpu_attn_direct_hs) cpu_attn_bwd_direct(e, d, q, k, v, lse, da, dq, dk, dv);
+    else if (cpu_attn_tiles && cpu_attn_tiles_fit(d->HS)) cpu_attn_bwd_tiles(e, d, q, k, v, lse, da, dq, dk, dv);
+    else attention_bwd(e, d, q, k, v, lse, da, dq, dk, dv);
+}
+
 void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope, const eng_attn_taps *tp,
                   const float *dy, eng_attn_grads *g) {
     const int N = d->N, D = d->D;
     mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo */
-    if (d->HS <= cpu_attn_direct_hs)
-        cpu_attn_bwd_direct(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
-    else attention_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
+    cpu_attn_core_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
     cpu_rope(g->dq, N, d->T, d->NH, d->HS, rope, 1);
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);
 }

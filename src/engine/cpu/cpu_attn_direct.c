@@ -129,19 +129,7 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                 for (int t = 0; t < T; t++) {
                     const int n = t + 1;
                     scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, n, scale, s);
-                    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-                    for (int u = 0; u < n; u++) m = s[u] > m ? s[u] : m;
-                    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                    for (int u = 0; u < n; u++) {
-                        s[u] = fb_expf_le0(s[u] - m);
-                        sum += s[u];
-                    }
-                    const float inv = 1.0f / sum;
-#pragma omp simd
-                    for (int u = 0; u < n; u++) s[u] *= inv;
-                    l[t] = m + logf(sum);
+                    l[t] = cpu_softmax_causal_row(s, n, n, NULL);
                     contract(s, vT, Tp, HS, n, att + (size_t)(b * T + t) * D + h * HS);
                 }
             }
@@ -172,15 +160,7 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                         const float *qt = q + row, *dat = da + row;
                         scores(qt, kT, Tp, HS, n, scale, p);
                         scores(dat, vT, Tp, HS, n, 1.0f, dp);
-                        const float lt = l[t];
-                        float delta = 0.0f;
-#pragma omp simd reduction(+ : delta)
-                        for (int u = 0; u < n; u++) {
-                            p[u] = fb_expf_le0(p[u] - lt);
-                            delta += p[u] * dp[u];
-                        }
-#pragma omp simd
-                        for (int u = 0; u < n; u++) dp[u] = p[u] * (dp[u] - delta) * scale;
+                        cpu_softmax_grad_row(p, dp, n, n, l[t], scale);
                         contract(dp, kT, Tp, HS, n, dq + row);
                         for (int dd = 0; dd < HS; dd++) {
                             float *dkr = dkT + (size_t)dd * Tp, *dvr = dvT + (size_t)dd * Tp;

@@ -282,6 +282,8 @@ eng *eng_cpu_create(int threads) {
     if (ab && atoi(ab) > 0) cpu_attn_block = atoi(ab);
     const char *dh = getenv("FABLE_ATTN_DIRECT_HS");
     if (dh && *dh) cpu_attn_direct_hs = atoi(dh);
+    const char *at = getenv("FABLE_ATTN_TILES");
+    if (at && *at) cpu_attn_tiles = atoi(at) != 0;
     e->name = "cpu";
     e->threads = threads;
     e->alloc = cpu_alloc;

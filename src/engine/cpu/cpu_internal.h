@@ -72,6 +72,24 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
 void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
                          const float *lse, const float *da, float *dq, float *dk, float *dv);
 
+/* Causal attention on register tiles with K and V laid out once per kv head
+ * (cpu_attn_tiles.c), for the head sizes cpu_attn_tiles_fit accepts (32, 48, 64 with
+ * AVX-512), while cpu_attn_tiles is 1 (FABLE_ATTN_TILES=0 sets 0). Same contract as the
+ * direct kernels. */
+extern int cpu_attn_tiles;
+int cpu_attn_tiles_fit(int HS);
+void cpu_attn_fwd_tiles(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                        float *att, float *lse);
+void cpu_attn_bwd_tiles(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                        const float *lse, const float *da, float *dq, float *dk, float *dv);
+
+/* The attention core alone (q, k, v after RoPE → att, lse; da → dq, dk, dv before the
+ * inverse RoPE), by the path the settings above choose for d->HS (cpu_attn.c). */
+void cpu_attn_core_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                       float *att, float *lse);
+void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
+                       const float *lse, const float *da, float *dq, float *dk, float *dv);
+
 /* Kernel entry points wired into the vtable by cpu_engine.c. */
 void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
                   eng_attn_taps *taps, float *x_out);

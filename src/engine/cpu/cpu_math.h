@@ -10,6 +10,7 @@
 #ifndef FABLE_CPU_MATH_H
 #define FABLE_CPU_MATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -65,6 +66,48 @@ static inline float fb_expf_le0(float x) {
     memcpy(&scale, &e, 4);
     const float y = p * scale; /* NaN input: p is NaN, so y is NaN */
     return x < -87.3f ? 0.0f : y;
+}
+
+/* ---- causal softmax rows (the attention kernels' shared element-wise steps) ---- */
+
+/* One row of scores in place: s[0:n) → softmax (n = t + 1 visible keys of query t), and
+ * s[n:nz) = 0 (the masked keys a following product reads). Returns lse = m + log Σ e^(s − m).
+ * With inv non-NULL the row is left unnormalised, e^(s − m), and *inv = 1 / Σ e^(s − m)
+ * (for a caller that scales its product's output row instead: HS multiplies, not n). */
+static inline float cpu_softmax_causal_row(float *s, int n, int nz, float *inv) {
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int u = 0; u < n; u++) m = s[u] > m ? s[u] : m;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int u = 0; u < n; u++) {
+        s[u] = fb_expf_le0(s[u] - m);
+        sum += s[u];
+    }
+    if (inv) {
+        *inv = 1.0f / sum;
+    } else {
+        const float r = 1.0f / sum;
+#pragma omp simd
+        for (int u = 0; u < n; u++) s[u] *= r;
+    }
+    for (int u = n; u < nz; u++) s[u] = 0.0f;
+    return m + logf(sum);
+}
+
+/* Its backward, one row: p held the scaled scores and dp = dA·Vᵀ; then
+ *   p[u] = e^(p[u] − lse),  Δ = Σ_u p[u]·dp[u],  dp[u] = p[u]·(dp[u] − Δ)·scale   (u < n)
+ * and both are zero on [n, nz). */
+static inline void cpu_softmax_grad_row(float *p, float *dp, int n, int nz, float lse, float scale) {
+    float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
+    for (int u = 0; u < n; u++) {
+        p[u] = fb_expf_le0(p[u] - lse);
+        delta += p[u] * dp[u];
+    }
+#pragma omp simd
+    for (int u = 0; u < n; u++) dp[u] = p[u] * (dp[u] - delta) * scale;
+    for (int u = n; u < nz; u++) p[u] = dp[u] = 0.0f;
 }
 
 #endif
