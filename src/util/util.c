@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,14 +51,36 @@ void fb_die(const char *fmt, ...) {
 }
 
 /* ---- memory ------------------------------------------------------------------ */
+/* Buffers of 2 MB and more (weights, gradients, Adam moments, activations, packed panels)
+ * are 2 MB aligned and asked for transparent huge pages (madvise: this kernel's THP mode
+ * serves only regions that ask) before the zeroing touches them. The training step streams
+ * hundreds of MB per step through the GEMM packing and AdamW; with 4 KB pages every 4 KB of
+ * a cold weight costs a TLB miss whose page walk is itself cold (bench/RESULTS.md).
+ * FABLE_HUGEPAGES=0 turns this off. */
+#define FB_HUGE ((size_t)2 << 20)
+
+static int want_huge(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("FABLE_HUGEPAGES");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v;
+}
+
 void *fb_alloc(size_t bytes) {
     void *p = NULL;
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded == 0) rounded = 64;
-    if (posix_memalign(&p, 64, rounded) != 0) {
+    const int huge = rounded >= FB_HUGE && want_huge();
+    if (huge) rounded = (rounded + FB_HUGE - 1) & ~(FB_HUGE - 1);
+    if (posix_memalign(&p, huge ? FB_HUGE : 64, rounded) != 0) {
         fb_err("out of memory allocating %zu bytes", bytes);
         return NULL;
     }
+#ifdef MADV_HUGEPAGE
+    if (huge) madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure leaves 4 KB pages */
+#endif
     memset(p, 0, rounded);
     return p;
 }
