@@ -17,6 +17,7 @@
  * Output is a markdown table (one row per shape × form × threads).
  */
 #include "fable/gemm.h"
+#include "fable/util.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -196,7 +197,8 @@ int main(int argc, char **argv) {
                 int lda = tA ? M : K, ldb = tB ? K : N;
                 float beta = f == 2 ? 1.0f : 0.0f;
                 size_t na = (size_t)M * K, nb = (size_t)K * N, ncm = (size_t)M * N;
-                float *A = malloc(na * 4), *B = malloc(nb * 4), *C = malloc(ncm * 4);
+                /* fable's allocator, as the training step has (2 MB+ buffers on huge pages) */
+                float *A = fb_alloc(na * 4), *B = fb_alloc(nb * 4), *C = fb_alloc(ncm * 4);
                 for (size_t i = 0; i < na; i++) A[i] = (float)((i * 7 % 13) - 6) * 0.01f;
                 for (size_t i = 0; i < nb; i++) B[i] = (float)((i * 5 % 11) - 5) * 0.01f;
                 for (size_t i = 0; i < ncm; i++) C[i] = 0.0f;
@@ -255,7 +257,7 @@ int main(int argc, char **argv) {
                 fflush(stdout);
                 for (int c = 0; c < NC; c++) free(t[c]);
                 gemm_packed_free(P);
-                free(A); free(B); free(C);
+                fb_free(A); fb_free(B); fb_free(C);
             }
         }
     }

@@ -485,6 +485,28 @@ static int seq_blis(const gemm_job *jb, int kcb) {
     return 0;
 }
 
+/* The source region of one B micro-panel, the bytes that pack_b_panels (or, pre-packed,
+ * the kernel) reads for it: nrows rows of row_bytes, stride apart. A panel is 32 weight
+ * rows × kc floats (transB), kc rows × 32 floats (not), or one contiguous pre-packed run. */
+typedef struct { const char *base; ptrdiff_t stride; int nrows, row_bytes; } b_src;
+
+static b_src b_panel_src(const gemm_job *jb, int col, int pc, int kc) {
+    const int nr = jb->ar->nr, ncols = imin(nr, jb->N - col), fs = (int)sizeof(float);
+    const ptrdiff_t ld = jb->ldb * (ptrdiff_t)fs;
+    if (jb->Bp) return (b_src){(const char *)bp_panel(jb, pc, kc, col / nr), 0, 1, kc * nr * fs};
+    if (jb->transB) return (b_src){(const char *)(jb->B + (ptrdiff_t)col * jb->ldb + pc), ld, ncols, kc * fs};
+    return (b_src){(const char *)(jb->B + (ptrdiff_t)pc * jb->ldb + col), ld, kc, ncols * fs};
+}
+
+/* Prefetch rows [r0, r1) of a panel's source into L2 (addresses stay inside each row). */
+static inline void prefetch_rows(const b_src *s, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        const char *row = s->base + r * s->stride;
+        for (int off = 0; off < s->row_bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+        __builtin_prefetch(row + s->row_bytes - 1, 0, 2); /* a row need not start on a line */
+    }
+}
+
 /* Small M (all of op(A) fits one A block, the forward/dx forms at 256 tokens): Goto's
  * order for a short, wide product.
  *   for each K super-block (ksb = several KC blocks; all M rows × ksb packed ≤ 3/4 L2):
@@ -527,9 +549,23 @@ static int seq_small(const gemm_job *jb, int kcb) {
                     pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jr * nr, N - jr * nr, pc, kc, 0, 1, bpan);
                     pb = bpan;
                 }
-                for (int ir = 0; ir < mp; ir++)
+                /* the next panel's source, spread over this panel's tiles: its pack then reads
+                 * L2 instead of waiting on memory (weights arrive cold: their last touch was
+                 * the previous step's AdamW). Measured with huge pages: dx forms +5–8% with cold
+                 * caches, the 110M step's dx phase −3% (bench/RESULTS.md); on 4 KB pages it
+                 * gained nothing. */
+                int nj = jr, npc = pc + kcb;
+                if (npc >= k1) nj = jr + 1, npc = k0;
+                if (nj >= np) nj = 0, npc = k1;
+                const int pf = npc < K;
+                const b_src nsrc = pf ? b_panel_src(jb, nj * nr, npc, imin(kcb, K - npc)) : (b_src){0};
+                for (int ir = 0, r0 = 0; ir < mp; ir++) {
+                    const int r1 = nsrc.nrows * (ir + 1) / mp;
+                    prefetch_rows(&nsrc, r0, r1);
+                    r0 = r1;
                     tile(ar, kc, ablk + (ptrdiff_t)ir * kc * mr, pb, cc + (ptrdiff_t)ir * mr * jb->ldc,
                          jb->ldc, imin(mr, M - ir * mr), ne, jb->alpha, beta);
+                }
             }
         }
     }
