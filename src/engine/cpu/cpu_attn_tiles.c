@@ -7,21 +7,26 @@
  * it lays K and V out once for all query heads of the group and all row blocks,
  *   Kp, Vp:  32-key panels, Kp[n][d][j] = K[32n + j][d]   (so S = Q·Kᵀ reads one 32-key
  *            row of the panel per d; zero past T)
- *   Kd:      K rows packed densely, Kd[u][d] = K[u][d]    (the B operand of dQ = dS·K)
+ *   Kd, Vd:  rows packed densely, Kd[u][d] = K[u][d]      (the B operands of dQ = dS·K
+ *            and O = P·V)
  * and every product is a run of one register-tile kernel,
  *   C[r][j] (+)= alpha · Σ_{p<K} A[r·ars + p·aks] · B[p·bks + j]     r < R, j < 16·W,
  * whose A is read by broadcasts at any strides (rows of Q, dA, P, dS, or columns of P and
  * dS for Pᵀ·dA and dSᵀ·Q) and whose B is one 16·W-float row per k step:
  *   forward, per row block (nc = r0 + rb visible keys):
  *     S = scale·Q_blk·Kᵀ        tiles 8 rows × 32 keys, only the panels at or left of the
- *                               diagonal; then the causal softmax rows (cpu_math.h)
- *     O_blk = P·V               tiles R rows × HS, K = the tile's visible keys
+ *                               diagonal; then the causal softmax rows (cpu_math.h), left
+ *                               unnormalised: E = e^(S − m)
+ *     O_blk = (E·V) / Σ E       tiles R rows × HS, K = the tile's visible keys; each output
+ *                               row then scaled by its 1/Σ (HS multiplies instead of T)
  *   backward (a task also owns dK_g, dV_g: accumulated densely, written once at the end):
  *     P = exp(scale·Q_blk·Kᵀ − lse), dP = dA_blk·Vᵀ, dS = P⊙(dP − Δ)·scale
  *     dQ_blk = dS·K;  dK[u] += Σ_{i ≥ u − r0} dS[i][u]·Q_blk[i];  dV[u] += Σ_i P[i][u]·dA_blk[i]
  * R·W ≤ 24 accumulators (W = HS/16 vectors per row: R = 8 for W ≤ 3, 6 for W = 4), plus the
  * W row vectors of B and a broadcast: within the 32 zmm registers. Fixed order throughout, and
  * a task's outputs are its own: deterministic for any thread count and schedule.
+ * Measured against the GEMM-tiled path (bench/RESULTS.md, session 3): the attention core
+ * −21..−27% on stories15M's heads, −8..−15% on stories110M's; the 15M step −1.7%.
  */
 #include <math.h>
 #include <string.h>
