@@ -4,8 +4,10 @@
  *   s[t,u] = q_t·k_u / √HS  (u ≤ t),  P = softmax_u(s),  o_t = Σ_u P[t,u] v_u
  * The forward saves lse[t] = logsumexp_u s[t,u]; the backward recomputes
  * P[t,u] = exp(s[t,u] − lse[t]) row by row, so memory and time are O(T²) per head
- * and no T×T matrix is kept between calls (one TB×T tile per thread while working; heads of
- * up to cpu_attn_direct_hs dimensions use the direct kernels of cpu_attn_direct.c instead).
+ * and no T×T matrix is kept between calls (one TB×T tile per thread while working).
+ * cpu_attn_core_fwd/bwd pick the path by head size: up to cpu_attn_direct_hs dimensions the
+ * direct kernels of cpu_attn_direct.c, 32/48/64 the register tiles of cpu_attn_tiles.c, any
+ * other the GEMM-tiled code here.
  */
 #include <math.h>
 #include <stdlib.h>
