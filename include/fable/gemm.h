@@ -52,6 +52,13 @@ size_t gemm_packed_bytes(const gemm_packed *p);
 int gemm_f32_prepacked(int transA, int M, float alpha, const float *A, int lda,
                        const gemm_packed *Bp, float beta, float *C, int ldc);
 
+/* ---- packing -------------------------------------------------------------------
+ * One transposed panel, the layout the micro-kernel reads for a B operand with transB (and
+ * an A operand without transA): dst[p·w + r] = src[r·lds + p] for r < we, p < kc, and zero
+ * for we ≤ r < w. Also lays out the attention's 32-key panels (cpu_attn_tiles.c). Compiled
+ * where the GEMM has its own kernels (AVX2 + FMA). */
+void gemm_pack_transposed(int w, int we, int kc, const float *src, ptrdiff_t lds, float *dst);
+
 /* ---- tuning / benchmarking ---------------------------------------------------- */
 /* Micro-kernel choice: "avx512" (8×32, if compiled in), "avx2" (6×16), "blas" (cblas_sgemm).
  * Default: the widest compiled in; FABLE_GEMM_KERNEL overrides at first use.

@@ -33,11 +33,10 @@
 
 #include "engine/cpu/cpu_internal.h"
 #include "engine/cpu/cpu_math.h"
-#include "engine/cpu/simd_transpose.h"
 
 int cpu_attn_tiles = 1;
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__FMA__) /* the kernels below; panels from gemm.c */
 #include <immintrin.h>
 
 int cpu_attn_tiles_fit(int HS) { return HS == 32 || HS == 48 || HS == 64; }
@@ -101,22 +100,12 @@ static const rtile_fn rt[5][9] = {
 };
 static inline int rows_per_tile(int W) { return W == 4 ? 6 : 8; }
 
-/* Kp[n][d][j] = K[(32n + j)·ld + d] for 32n + j < T, else 0; n < ceil(T / 32). 16 keys × 16
- * dims at a time through an in-register transpose (HS is a multiple of 16). */
+/* Kp[n][d][j] = K[(32n + j)·ld + d] for 32n + j < T, else 0; n < ceil(T / 32): each panel is
+ * the GEMM's transposed B panel of 32 rows (zero-padded past T) */
 static void pack_key_panels(const float *K, int ld, int T, int HS, float *Kp) {
-    for (int u0 = 0; u0 < T; u0 += 16) {
-        float *dst = Kp + (size_t)(u0 / 32) * HS * 32 + u0 % 32;
-        for (int d0 = 0; d0 < HS; d0 += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = u0 + i < T ? _mm512_loadu_ps(K + (size_t)(u0 + i) * ld + d0) : _mm512_setzero_ps();
-            tr16x16(r);
-            for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (size_t)(d0 + j) * 32, r[j]);
-        }
-    }
-    if (T % 32 > 0 && T % 32 <= 16) /* the upper half of the last panel */
-        for (int dd = 0; dd < HS; dd++)
-            _mm512_storeu_ps(Kp + (size_t)(T / 32) * HS * 32 + dd * 32 + 16, _mm512_setzero_ps());
+    for (int n = 0; n * 32 < T; n++)
+        gemm_pack_transposed(32, T - 32 * n < 32 ? T - 32 * n : 32, HS, K + (size_t)n * 32 * ld, ld,
+                             Kp + (size_t)n * HS * 32);
 }
 
 /* dst[i·ldd][0:HS] = src[i·lds][0:HS], rows i < n (HS a multiple of 16: whole vectors, no call) */

@@ -57,7 +57,6 @@
  */
 #include "fable/gemm.h"
 #include "fable/util.h"
-#include "engine/cpu/simd_transpose.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -122,6 +121,27 @@ typedef struct {
 
 #ifdef GEMM_AVX2
 /* ---- packing ---------------------------------------------------------------------- */
+/* Transpose 8×8 in registers: r[i][j] → r[j][i]. Three stages: interleave pairs of rows
+ * (unpack), gather 4-element columns within each 128-bit half (shuffle), swap halves. */
+static inline void tr8x8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
 /* Panels whose w values per k are contiguous in the source (op(A) with transA: A[p][i];
  * op(B) without transB: B[p][j]), a plain copy. n values per k-row are cut into
  * ceil(n/w) panels of width w, the last zero-padded:
@@ -171,12 +191,41 @@ static void pack_contig_panels(int w, int n, int kc, const float *src, ptrdiff_t
     }
 }
 
-/* Panel whose values for one r are contiguous along k in the source:
+#ifdef GEMM_AVX512
+/* Transpose 16×16 in registers: r[i][j] → r[j][i]. Four stages: interleave pairs of rows
+ * (unpack), gather 4-row columns within each 128-bit lane (shuffle_ps), then move whole
+ * 128-bit lanes twice (shuffle_f32x4) so lane m of output column c holds rows 4m..4m+3. */
+static inline void tr16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int m = 0; m < 8; m++) {
+        t[2 * m] = _mm512_unpacklo_ps(r[2 * m], r[2 * m + 1]);
+        t[2 * m + 1] = _mm512_unpackhi_ps(r[2 * m], r[2 * m + 1]);
+    }
+    /* u[4m + c], lane L: column 4L + c of rows 4m..4m+3 */
+    for (int m = 0; m < 4; m++) {
+        u[4 * m + 0] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * m + 1] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * m + 2] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * m + 3] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* for each c: 4×4 transpose of 128-bit lanes across u[c], u[4+c], u[8+c], u[12+c] */
+    for (int c = 0; c < 4; c++) {
+        __m512 b0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), b1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 b2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), b3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(b0, b2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(b0, b2, 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(b1, b3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(b1, b3, 0xDD);
+    }
+}
+#endif
+
+/* Panel whose values for one r are contiguous along k in the source (gemm.h):
  *   dst[p*w + r] = src[r*lds + p]   (r < we; zero for we ≤ r < w), p < kc.
  * Serves op(A) without transA (A[i][p]) and op(B) with transB (W[j][p], the forward form).
  * 8 rows × 8 k at a time: 8 row loads, an in-register transpose, 8 stores of 8 lanes
  * (fewer lanes, masked, for the last group of a 6-wide panel). Only rows < we are read. */
-static void pack_strided(int w, int we, int kc, const float *src, ptrdiff_t lds, float *dst) {
+void gemm_pack_transposed(int w, int we, int kc, const float *src, ptrdiff_t lds, float *dst) {
 #ifdef GEMM_AVX512
     /* panels a multiple of 16 wide (the 8×32 kernel's B): 16 rows × 16 k per transpose, then
      * the remaining k (kc mod 16) of those rows one by one */
@@ -404,7 +453,7 @@ static void pack_b_panels(const gemm_arch *ar, int transB, const float *B, ptrdi
     }
     for (int j = j0; j < j1; j++) {
         int col = jc + j * nr, we = imin(nr, nc - j * nr);
-        pack_strided(nr, we, kc, B + (ptrdiff_t)col * ldb + pc, ldb, bblk + (ptrdiff_t)j * kc * nr);
+        gemm_pack_transposed(nr, we, kc, B + (ptrdiff_t)col * ldb + pc, ldb, bblk + (ptrdiff_t)j * kc * nr);
     }
 }
 
@@ -421,7 +470,7 @@ static void pack_a_panels(const gemm_arch *ar, int transA, const float *A, ptrdi
     }
     for (int i = i0; i < i1; i++) {
         int row = row0 + i * mr, we = imin(mr, m - i * mr);
-        pack_strided(mr, we, kc, A + (ptrdiff_t)row * lda + pc, lda, ablk + (ptrdiff_t)i * kc * mr);
+        gemm_pack_transposed(mr, we, kc, A + (ptrdiff_t)row * lda + pc, lda, ablk + (ptrdiff_t)i * kc * mr);
     }
 }
 
