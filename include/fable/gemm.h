@@ -52,6 +52,36 @@ size_t gemm_packed_bytes(const gemm_packed *p);
 int gemm_f32_prepacked(int transA, int M, float alpha, const float *A, int lda,
                        const gemm_packed *Bp, float beta, float *C, int ldc);
 
+/* ---- operands packed by the caller ---------------------------------------------
+ * For a caller that reuses an operand across many products, or writes it in packed form
+ * itself (the classifier's softmax gradient, src/engine/cpu/cpu_cls.c). A layout is the
+ * panel widths of one micro-kernel: `own` = 1 the current gemm kernel, 0 cblas_sgemm.
+ * Both operands are cut into K blocks of kcb (gemm_layout_kc; every block kcb long but the
+ * last); block b (k0 = b·kcb, kc = min(kcb, K − k0)) holds the zero-padded panels of width
+ * w (mr for A, nr for B), panel q at q·kc·w, one k per w floats:
+ *   A[i][k] at  k0·Mpad + (i/mr)·kc·mr + (k − k0)·mr + i%mr      (Mpad = M rounded up to mr)
+ *   B[k][j] at  k0·Npad + (j/nr)·kc·nr + (k − k0)·nr + j%nr      (Npad = N rounded up to nr)
+ * (gemm_packed_a_at). With cblas (w = 1, kcb = K) that is A row-major and Bᵀ row-major.
+ * gemm_f32_pp computes C[M,N] = alpha·A·B + beta·C on the calling thread only; packed B must
+ * be 64-byte aligned (fb_alloc), as the kernels load its panels with aligned loads. */
+typedef struct { const void *arch; int mr, nr; } gemm_layout;
+gemm_layout gemm_layout_get(int own);
+int gemm_layout_kc(const gemm_layout *lo, int K);
+size_t gemm_packed_a_floats(const gemm_layout *lo, int M, int K);
+size_t gemm_packed_b_floats(const gemm_layout *lo, int K, int N);
+void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, const float *A, int lda,
+                      float *dst);
+void gemm_pack_b_into(const gemm_layout *lo, int transB, int K, int N, int kcb, const float *B, int ldb,
+                      float *dst);
+void gemm_f32_pp(const gemm_layout *lo, int M, int N, int K, int kcb, float alpha, const float *pa,
+                 const float *pb, float beta, float *C, int ldc);
+/* index of A[i][k] in a packed A of M×K (the formula above; also B[k][j] with i = j, w = nr) */
+static inline size_t gemm_packed_a_at(int w, int M, int K, int kcb, int i, int k) {
+    const int k0 = k / kcb * kcb, kc = K - k0 < kcb ? K - k0 : kcb;
+    const size_t mpad = (size_t)((M + w - 1) / w) * w;
+    return (size_t)k0 * mpad + (size_t)(i / w) * kc * w + (size_t)(k - k0) * w + i % w;
+}
+
 /* ---- packing -------------------------------------------------------------------
  * One transposed panel, the layout the micro-kernel reads for a B operand with transB (and
  * an A operand without transA): dst[p·w + r] = src[r·lds + p] for r < we, p < kc, and zero

@@ -16,7 +16,7 @@
 static const char *usage =
     "usage: fable bench step   (--preset P | --dim .. shape flags) [--batch B] [--seq T] [--threads N]\n"
     "                          [--steps N] [--warmup N] [--json]\n"
-    "       fable bench kernels (same model options) [--reps N] [--json]\n"
+    "       fable bench kernels (same model options) [--reps N] [--only NAME] [--json]\n"
     "step: times forward+backward+AdamW of the real training step after warm-up; prints median, min\n"
     "      and max ms per step, tokens/s, GFLOP/s and MFU against the FMA peak measured here, and a\n"
     "      per-phase breakdown. kernels: each engine kernel and each GEMM shape alone.\n";
@@ -183,6 +183,7 @@ static int bench_kernels(cli_args *a) {
     int B = (int)cli_int(a, "--batch", 1), T = (int)cli_int(a, "--seq", 256);
     int threads = (int)cli_int(a, "--threads", 0), reps = (int)cli_int(a, "--reps", 5);
     int json = cli_flag(a, "--json");
+    const char *only = cli_str(a, "--only", NULL);
     if (cli_finish(a)) return 2;
     bench_fix f;
     if (fix_init(&f, &c, B, T, threads)) return cli_fail(a, NULL);
@@ -204,31 +205,27 @@ static int bench_kernels(cli_args *a) {
     double att_f = 4.0 * N * Tt * D / 2;
     if (!json) printf("kernels of layer 0, batch %d x seq %d, %d threads (peak %.1f GFLOP/s):\n", B, T, e->threads, peak);
     double t;
-    TIME_IT(reps, t, e->attn_fwd(e, d, &lw, s.rope, &s.attn[0], x1));
-    report(json, "fwdAttn", t, 2 * N * D * (2 * D + 2 * KVD) + att_f, peak);
-    TIME_IT(reps, t, e->ffn_fwd(e, d, &lw, &s.ffn[0], x1));
-    report(json, "fwdFFN", t, 2 * N * D * F * 3, peak);
-    TIME_IT(reps, t, e->ffn_bwd(e, d, &lw, &s.ffn[0], s.dres[0], &s.fg, x1, &lg, 1));
-    report(json, "ffnBwd (dx)", t, 2 * N * D * F * 3, peak);
-    TIME_IT(reps, t, e->ffn_dw(e, d, &s.ffn[0], s.dres[0], &s.fg, &lg, 1));
-    report(json, "ffn dW", t, 2 * N * D * F * 3, peak);
-    TIME_IT(reps, t, e->attn_bwd(e, d, &lw, s.rope, &s.attn[0], s.dres[0], &s.ag));
-    report(json, "sdpaBwd (Wo dx + attention)", t, 2 * N * D * D + 2 * att_f, peak);
-    TIME_IT(reps, t, e->qkv_bwd(e, d, &lw, &s.attn[0], s.dres[0], &s.ag, x1, &lg, 1));
-    report(json, "qkvBwd (dx)", t, 2 * N * D * (D + 2 * KVD), peak);
-    TIME_IT(reps, t, e->attn_dw(e, d, &s.attn[0], s.dres[0], &s.ag, &lg, 1));
-    report(json, "attention dW", t, 2 * N * D * (2 * D + 2 * KVD), peak);
-    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f / N, s.losses, s.dxf, pg.wcls, 1));
-    report(json, "classifier+CE fwd+bwd", t, 6 * N * D * V, peak);
-    TIME_IT(reps, t, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f, s.losses, NULL, NULL, 0));
-    report(json, "classifier+CE fwd only", t, 2 * N * D * V, peak);
-    TIME_IT(reps, t, e->rmsnorm_fwd(e, d->N, d->D, s.res, pw.rms_final, s.xf, s.xf_rstd));
-    report(json, "final rmsnorm fwd", t, 3 * N * D, peak);
+    /* time one kernel and report it, unless --only names another (substring match) */
+#define KERNEL(name, flops, stmt)                                       \
+    do {                                                                \
+        if (only && !strstr((name), only)) break;                      \
+        TIME_IT(reps, t, stmt);                                         \
+        report(json, (name), t, (flops), peak);                        \
+    } while (0)
+    KERNEL("fwdAttn", 2 * N * D * (2 * D + 2 * KVD) + att_f, e->attn_fwd(e, d, &lw, s.rope, &s.attn[0], x1));
+    KERNEL("fwdFFN", 2 * N * D * F * 3, e->ffn_fwd(e, d, &lw, &s.ffn[0], x1));
+    KERNEL("ffnBwd (dx)", 2 * N * D * F * 3, e->ffn_bwd(e, d, &lw, &s.ffn[0], s.dres[0], &s.fg, x1, &lg, 1));
+    KERNEL("ffn dW", 2 * N * D * F * 3, e->ffn_dw(e, d, &s.ffn[0], s.dres[0], &s.fg, &lg, 1));
+    KERNEL("sdpaBwd (Wo dx + attention)", 2 * N * D * D + 2 * att_f, e->attn_bwd(e, d, &lw, s.rope, &s.attn[0], s.dres[0], &s.ag));
+    KERNEL("qkvBwd (dx)", 2 * N * D * (D + 2 * KVD), e->qkv_bwd(e, d, &lw, &s.attn[0], s.dres[0], &s.ag, x1, &lg, 1));
+    KERNEL("attention dW", 2 * N * D * (2 * D + 2 * KVD), e->attn_dw(e, d, &s.attn[0], s.dres[0], &s.ag, &lg, 1));
+    KERNEL("classifier+CE fwd+bwd", 6 * N * D * V, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f / N, s.losses, s.dxf, pg.wcls, 1));
+    KERNEL("classifier+CE fwd only", 2 * N * D * V, e->cls_loss(e, d, s.xf, pw.wcls, tgt, 1.0f, s.losses, NULL, NULL, 0));
+    KERNEL("final rmsnorm fwd", 3 * N * D, e->rmsnorm_fwd(e, d->N, d->D, s.res, pw.rms_final, s.xf, s.xf_rstd));
     {
         float *m = f.m, *v = f.v;
         eng_adamw_args aa = {.lr = 1e-6f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_scale = 1, .step = 1};
-        TIME_IT(reps, t, e->adamw(e, p, g, m, v, n, &aa));
-        report(json, "AdamW (all params)", t, 10.0 * n, peak);
+        KERNEL("AdamW (all params)", 10.0 * n, e->adamw(e, p, g, m, v, n, &aa));
     }
     /* GEMM shapes alone: forward Y=X·Wᵀ, dx = dY·W, dW += dYᵀ·X */
     struct { const char *name; int out, in; } shapes[] = {
@@ -242,14 +239,11 @@ static int bench_kernels(cli_args *a) {
         double fl = 2.0 * N * o * in;
         char nm[96];
         snprintf(nm, sizeof nm, "%s fwd  [%d,%d]x[%d,%d]T", shapes[i].name, Nr, in, o, in);
-        TIME_IT(reps, t, mm_nt(Nr, o, in, X, in, W, in, 0.0f, Y, o));
-        report(json, nm, t, fl, peak);
+        KERNEL(nm, fl, mm_nt(Nr, o, in, X, in, W, in, 0.0f, Y, o));
         snprintf(nm, sizeof nm, "%s dx   [%d,%d]x[%d,%d]", shapes[i].name, Nr, o, o, in);
-        TIME_IT(reps, t, mm_nn(Nr, in, o, Y, o, W, in, 0.0f, X, in));
-        report(json, nm, t, fl, peak);
+        KERNEL(nm, fl, mm_nn(Nr, in, o, Y, o, W, in, 0.0f, X, in));
         snprintf(nm, sizeof nm, "%s dW   [%d,%d]Tx[%d,%d]", shapes[i].name, Nr, o, Nr, in);
-        TIME_IT(reps, t, mm_tn(o, in, Nr, Y, o, X, in, 1.0f, W, in));
-        report(json, nm, t, fl, peak);
+        KERNEL(nm, fl, mm_tn(o, in, Nr, Y, o, X, in, 1.0f, W, in));
     }
     fb_free(X); fb_free(Y); fb_free(W);
     fix_free(&f);

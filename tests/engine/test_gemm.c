@@ -13,6 +13,7 @@
  * region, every compiled-in kernel (avx512, avx2, blas), pre-packed B (incl. repack), and
  * the real training shapes (spot-checked entries). */
 #include "fable/gemm.h"
+#include "fable/util.h"
 #include "testlib.h"
 
 #include <omp.h>
@@ -94,8 +95,27 @@ static double one_case(int tA, int tB, int M, int N, int K, float alpha, float b
     double w = 0;
     char what[160];
     snprintf(what, sizeof what, "%s tA=%d tB=%d M=%d N=%d K=%d a=%g b=%g ld+%d%s",
-             gemm_kernel_name(), tA, tB, M, N, K, alpha, beta, slack, prepacked ? " prepacked" : "");
-    if (prepacked) {
+             gemm_kernel_name(), tA, tB, M, N, K, alpha, beta, slack,
+             prepacked == 1 ? " prepacked" : prepacked == 2 ? " caller-packed" : prepacked == 3 ? " caller-packed cblas" : "");
+    if (prepacked >= 2) {         /* both operands packed by the caller: 2 = this kernel, 3 = cblas */
+        gemm_layout lo = gemm_layout_get(prepacked == 2);
+        int kcb = lo.mr > 1 && K > 24 && (M + N) % 2 ? 16 : gemm_layout_kc(&lo, K);   /* cblas: one block */
+        size_t na = gemm_packed_a_floats(&lo, M, K), nb = gemm_packed_b_floats(&lo, K, N);
+        float *pa = fb_alloc(na * sizeof(float)), *pb = fb_alloc(nb * sizeof(float)), *ra = calloc(na, sizeof(float));
+        gemm_pack_a_into(&lo, tA, M, K, kcb, A.p, A.ld, pa);
+        gemm_pack_b_into(&lo, tB, K, N, kcb, B.p, B.ld, pb);
+        /* the layout is the one gemm.h documents (gemm_packed_a_at), zero padding included */
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) ra[gemm_packed_a_at(lo.mr, M, K, kcb, i, k)] = opx(&A, tA, i, k);
+        CHECK(memcmp(ra, pa, na * sizeof(float)) == 0, "%s: packed A differs from the documented layout", what);
+        free(ra);
+        ra = calloc(nb, sizeof(float));
+        for (int j = 0; j < N; j++)
+            for (int k = 0; k < K; k++) ra[gemm_packed_a_at(lo.nr, N, K, kcb, j, k)] = opx(&B, tB, k, j);
+        CHECK(memcmp(ra, pb, nb * sizeof(float)) == 0, "%s: packed B differs from the documented layout", what);
+        gemm_f32_pp(&lo, M, N, K, kcb, alpha, pa, pb, beta, C.p, C.ld);
+        fb_free(pa); fb_free(pb); free(ra);
+    } else if (prepacked) {
         gemm_packed *P = gemm_pack_b(tB, K, N, B.p, B.ld);
         CHECK(P != NULL, "%s: pack failed", what);
         if (!P) goto out;
@@ -211,6 +231,21 @@ static double prepacked_cases(void) {
     return worst;
 }
 
+/* Both operands packed by the caller (gemm_f32_pp), in this kernel's layout and in cblas's:
+ * odd sizes, several K blocks (kcb 16), the classifier's tile shapes. */
+static double caller_packed_cases(void) {
+    static const int cases[][3] = {{1, 1, 1}, {7, 33, 5}, {33, 47, 19}, {64, 96, 300}, {130, 33, 530},
+                                   {17, 1, 8}, {512, 288, 512}, {256, 512, 768}, {45, 70, 200}};
+    double worst = 0;
+    for (int c = 0; c < 9; c++)
+        for (int t = 0; t < 8; t++) {
+            double w = one_case((t >> 1) & 1, t & 1, cases[c][0], cases[c][1], cases[c][2], alphas[c % 5],
+                                betas[c % 5], c % 2 ? 3 : 0, 2 + (t >> 2), cases[c][0] > 100 ? 400 : 0);
+            if (w > worst) worst = w;
+        }
+    return worst;
+}
+
 /* The training shapes: forward (0,1), dx (0,0), dW (1,0, beta 1), spot-checked entries. */
 static double real_shapes(int prepacked) {
     static const int full[][3] = {      /* out, in, tokens */
@@ -249,11 +284,12 @@ int main(void) {
         double we = block_edges();
         nested();
         double wp = prepacked_cases();
+        double wc = caller_packed_cases();
         double wr = real_shapes(0);
         double wrp = (k < 2 || !quick) ? real_shapes(1) : 0;
         fprintf(stderr, "kernel %-6s worst rel err: odd sizes %.2g/%.2g (1/2 thr), block edges %.2g, "
-                "prepacked %.2g, real shapes %.2g, real prepacked %.2g\n",
-                kernels[k], w1, w2, we, wp, wr, wrp);
+                "prepacked %.2g, caller-packed %.2g, real shapes %.2g, real prepacked %.2g\n",
+                kernels[k], w1, w2, we, wp, wc, wr, wrp);
     }
     return t_done("test_gemm");
 }

@@ -57,6 +57,7 @@
  */
 #include "fable/gemm.h"
 #include "fable/util.h"
+#include "engine/cpu/simd_transpose.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -121,27 +122,6 @@ typedef struct {
 
 #ifdef GEMM_AVX2
 /* ---- packing ---------------------------------------------------------------------- */
-/* Transpose 8×8 in registers: r[i][j] → r[j][i]. Three stages: interleave pairs of rows
- * (unpack), gather 4-element columns within each 128-bit half (shuffle), swap halves. */
-static inline void tr8x8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
 /* Panels whose w values per k are contiguous in the source (op(A) with transA: A[p][i];
  * op(B) without transB: B[p][j]), a plain copy. n values per k-row are cut into
  * ceil(n/w) panels of width w, the last zero-padded:
@@ -190,35 +170,6 @@ static void pack_contig_panels(int w, int n, int kc, const float *src, ptrdiff_t
     default: pack_contig_panels_w(w, n, kc, src, lds, dst); break;
     }
 }
-
-#ifdef GEMM_AVX512
-/* Transpose 16×16 in registers: r[i][j] → r[j][i]. Four stages: interleave pairs of rows
- * (unpack), gather 4-row columns within each 128-bit lane (shuffle_ps), then move whole
- * 128-bit lanes twice (shuffle_f32x4) so lane m of output column c holds rows 4m..4m+3. */
-static inline void tr16x16(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int m = 0; m < 8; m++) {
-        t[2 * m] = _mm512_unpacklo_ps(r[2 * m], r[2 * m + 1]);
-        t[2 * m + 1] = _mm512_unpackhi_ps(r[2 * m], r[2 * m + 1]);
-    }
-    /* u[4m + c], lane L: column 4L + c of rows 4m..4m+3 */
-    for (int m = 0; m < 4; m++) {
-        u[4 * m + 0] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * m + 1] = _mm512_shuffle_ps(t[4 * m], t[4 * m + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[4 * m + 2] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * m + 3] = _mm512_shuffle_ps(t[4 * m + 1], t[4 * m + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    /* for each c: 4×4 transpose of 128-bit lanes across u[c], u[4+c], u[8+c], u[12+c] */
-    for (int c = 0; c < 4; c++) {
-        __m512 b0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), b1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        __m512 b2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), b3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-        r[c] = _mm512_shuffle_f32x4(b0, b2, 0x88);
-        r[8 + c] = _mm512_shuffle_f32x4(b0, b2, 0xDD);
-        r[4 + c] = _mm512_shuffle_f32x4(b1, b3, 0x88);
-        r[12 + c] = _mm512_shuffle_f32x4(b1, b3, 0xDD);
-    }
-}
-#endif
 
 /* Panel whose values for one r are contiguous along k in the source (gemm.h):
  *   dst[p*w + r] = src[r*lds + p]   (r < we; zero for we ≤ r < w), p < kc.
@@ -621,6 +572,30 @@ static int seq_small(const gemm_job *jb, int kcb) {
     return 0;
 }
 
+/* Both operands packed by the caller (gemm_f32_pp): per K super-block (all M rows of as
+ * many KC blocks as fit 3/4 of the L2), each NR panel of C runs through the super-block's KC
+ * blocks down the M rows, as in seq_small, so a C strip is finished while it is in cache. */
+static void seq_pp(const gemm_arch *ar, int M, int N, int K, int kcb, float alpha, const float *pa,
+                   const float *pb, float beta, float *C, ptrdiff_t ldc) {
+    const int mr = ar->mr, nr = ar->nr, mp = ceil_div(M, mr), np = ceil_div(N, nr);
+    const size_t mpad = (size_t)mp * mr, npad = (size_t)np * nr;
+    int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * kcb));
+    const int ksb = kcb * imin(nkb < 1 ? 1 : nkb, ceil_div(K, kcb));
+    for (int k0 = 0; k0 < K; k0 += ksb) {
+        const int k1 = imin(K, k0 + ksb);
+        for (int jr = 0; jr < np; jr++) {
+            const int ne = imin(nr, N - jr * nr);
+            for (int pc = k0; pc < k1; pc += kcb) {
+                const int kc = imin(kcb, K - pc);
+                const float *ablk = pa + (size_t)pc * mpad, *pbp = pb + (size_t)pc * npad + (size_t)jr * kc * nr;
+                for (int ir = 0; ir < mp; ir++)
+                    tile(ar, kc, ablk + (ptrdiff_t)ir * kc * mr, pbp, C + (ptrdiff_t)ir * mr * ldc + jr * nr, ldc,
+                         imin(mr, M - ir * mr), ne, alpha, pc == 0 ? beta : 1.0f);
+            }
+        }
+    }
+}
+
 static int seq_job(const gemm_job *jb) {
     int kcb = jb->Bp ? jb->Bp->kcb : block_size(jb->K, jb->ar->kc, 8);
     if (jb->M <= round_up(jb->ar->mc, jb->ar->mr)) return seq_small(jb, kcb);
@@ -824,4 +799,69 @@ int gemm_f32_prepacked(int transA, int M, float alpha, const float *A, int lda,
 #endif
     blas_gemm(transA, 0, M, N, K, alpha, A, lda, Bp->data, N, beta, C, ldc);
     return 0;
+}
+
+/* ---- operands packed by the caller -------------------------------------------------- */
+gemm_layout gemm_layout_get(int own) {
+    const gemm_arch *ar = own ? cur_arch() : find_arch("blas");
+    return (gemm_layout){.arch = ar, .mr = ar->mr, .nr = ar->nr};
+}
+
+int gemm_layout_kc(const gemm_layout *lo, int K) {
+    const gemm_arch *ar = lo->arch;
+    return ar->kern ? block_size(K, ar->kc, 8) : (K > 0 ? K : 1);
+}
+
+size_t gemm_packed_a_floats(const gemm_layout *lo, int M, int K) {
+    return (size_t)ceil_div(M, lo->mr) * lo->mr * (size_t)K;
+}
+
+size_t gemm_packed_b_floats(const gemm_layout *lo, int K, int N) {
+    return (size_t)ceil_div(N, lo->nr) * lo->nr * (size_t)K;
+}
+
+void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, const float *A, int lda,
+                      float *dst) {
+    const gemm_arch *ar = lo->arch;
+#ifdef GEMM_AVX2
+    if (ar->kern) {
+        const int mp = ceil_div(M, ar->mr);
+        for (int pc = 0; pc < K; pc += kcb)
+            pack_a_panels(ar, transA, A, lda, 0, M, pc, imin(kcb, K - pc), 0, mp, dst + (size_t)pc * mp * ar->mr);
+        return;
+    }
+#endif
+    (void)ar; (void)kcb;   /* cblas layout (w = 1, one K block): op(A) row-major, M×K */
+    for (int i = 0; i < M; i++)
+        for (int p = 0; p < K; p++)
+            dst[(size_t)i * K + p] = transA ? A[(ptrdiff_t)p * lda + i] : A[(ptrdiff_t)i * lda + p];
+}
+
+void gemm_pack_b_into(const gemm_layout *lo, int transB, int K, int N, int kcb, const float *B, int ldb,
+                      float *dst) {
+    const gemm_arch *ar = lo->arch;
+#ifdef GEMM_AVX2
+    if (ar->kern) {
+        const int np = ceil_div(N, ar->nr);
+        for (int pc = 0; pc < K; pc += kcb)
+            pack_b_panels(ar, transB, B, ldb, 0, N, pc, imin(kcb, K - pc), 0, np, dst + (size_t)pc * np * ar->nr);
+        return;
+    }
+#endif
+    (void)ar; (void)kcb;   /* cblas layout (w = 1, one K block): op(B)ᵀ row-major, N×K */
+    for (int j = 0; j < N; j++)
+        for (int p = 0; p < K; p++)
+            dst[(size_t)j * K + p] = transB ? B[(ptrdiff_t)j * ldb + p] : B[(ptrdiff_t)p * ldb + j];
+}
+
+void gemm_f32_pp(const gemm_layout *lo, int M, int N, int K, int kcb, float alpha, const float *pa,
+                 const float *pb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
+    const gemm_arch *ar = lo->arch;
+#ifdef GEMM_AVX2
+    if (ar->kern) { seq_pp(ar, M, N, K, kcb, alpha, pa, pb, beta, C, ldc); return; }
+#endif
+    (void)ar; (void)kcb;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, pa, K, pb, K, beta, C, ldc);
 }
