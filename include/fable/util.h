@@ -47,6 +47,7 @@ void fb_rng_seed(fb_rng *r, uint64_t seed);   /* state = seed (0 mapped to a con
 uint32_t fb_rng_u32(fb_rng *r);               /* (s * 0x2545F4914F6CDD1D) >> 32 after xorshift */
 float fb_rng_f32(fb_rng *r);                  /* uniform [0,1): u32 >> 8 / 2^24 */
 double fb_rng_normal(fb_rng *r);              /* N(0,1) by Box–Muller from two f64 uniforms */
+void fb_rng_normal2(fb_rng *r, double *z0, double *z1); /* two independent N(0,1): both Box–Muller outputs */
 uint64_t fb_rng_u64(fb_rng *r);
 
 /* ---- time ------------------------------------------------------------------ */

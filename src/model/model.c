@@ -111,20 +111,43 @@ void model_params_view(const model_config *c, float *base, model_params *p) {
     if (c->tied) p->wcls = p->tok_emb;
 }
 
+/* splitmix64's finaliser: a well-mixed 64-bit seed from any input */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Matrices: N(0, std²) in blocks of INIT_BLOCK elements, each block from its own xorshift
+ * stream seeded by (seed, tensor, block), both Box–Muller outputs used. The blocks fill in
+ * parallel, and the weights depend only on the seed, not on the thread count (a single
+ * stream took ~9 s for stories110M; bench/RESULTS.md). */
+#define INIT_BLOCK 65536
 void model_init_weights(const model_config *c, float *base, uint64_t seed) {
     model_tensor t[MODEL_MAX_TENSORS];
     int n = model_tensors(c, t);
-    fb_rng r;
-    fb_rng_seed(&r, seed ^ 0x5DEECE66DULL);
     const double std_resid = 0.02 / sqrt(2.0 * c->n_layers);  /* w3 and wo, as llama2.c */
     for (int i = 0; i < n; i++) {
         float *p = base + t[i].offset;
+        const size_t numel = t[i].numel;
         if (!t[i].is_matrix) {
-            for (size_t k = 0; k < t[i].numel; k++) p[k] = 1.0f;
+            for (size_t k = 0; k < numel; k++) p[k] = 1.0f;
             continue;
         }
-        double std = (!strcmp(t[i].name, "w3") || !strcmp(t[i].name, "wo")) ? std_resid : 0.02;
-        for (size_t k = 0; k < t[i].numel; k++) p[k] = (float)(std * fb_rng_normal(&r));
+        const double std = (!strcmp(t[i].name, "w3") || !strcmp(t[i].name, "wo")) ? std_resid : 0.02;
+        const long nb = (long)((numel + INIT_BLOCK - 1) / INIT_BLOCK);
+#pragma omp parallel for schedule(static)
+        for (long b = 0; b < nb; b++) {
+            fb_rng r;
+            fb_rng_seed(&r, mix64(mix64(seed ^ 0x5DEECE66DULL) + ((uint64_t)i << 40) + (uint64_t)b));
+            const size_t k0 = (size_t)b * INIT_BLOCK, k1 = k0 + INIT_BLOCK < numel ? k0 + INIT_BLOCK : numel;
+            for (size_t k = k0; k < k1; k += 2) {
+                double z0, z1;
+                fb_rng_normal2(&r, &z0, &z1);
+                p[k] = (float)(std * z0);
+                if (k + 1 < k1) p[k + 1] = (float)(std * z1);
+            }
+        }
     }
 }
 

@@ -121,6 +121,15 @@ double fb_rng_normal(fb_rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
 
+void fb_rng_normal2(fb_rng *r, double *z0, double *z1) {
+    double u1 = ((fb_rng_u64(r) >> 11) + 1.0) / 9007199254740992.0;
+    double u2 = (fb_rng_u64(r) >> 11) / 9007199254740992.0;
+    double rad = sqrt(-2.0 * log(u1)), s, c;
+    sincos(2.0 * M_PI * u2, &s, &c);
+    *z0 = rad * c;
+    *z1 = rad * s;
+}
+
 /* ---- time --------------------------------------------------------------------- */
 double fb_now(void) {
     struct timespec ts;

@@ -1,5 +1,6 @@
 /* Model layout, presets, init and llama2.c file loading. Expected parameter counts come
  * from SPEC §2 (and llama2.c's published model sizes), not from fable. */
+#include <omp.h>
 #include <stdint.h>
 
 #include "fable/model.h"
@@ -57,6 +58,12 @@ int main(void) {
     model_init_weights(&tied, a, 42);
     model_init_weights(&tied, b, 42);
     CHECK(memcmp(a, b, np * 4) == 0, "same seed, different weights");
+    /* the weights depend on the seed only, not on how many threads fill the blocks */
+    omp_set_num_threads(3);
+    model_init_weights(&tied, b, 42);
+    omp_set_num_threads(1);
+    CHECK(memcmp(a, b, np * 4) == 0, "same seed, different weights on 3 threads than on 1");
+    omp_set_num_threads(omp_get_num_procs());
     model_init_weights(&tied, b, 43);
     CHECK(memcmp(a, b, np * 4) != 0, "different seed, same weights");
     nt = model_tensors(&tied, t);
@@ -70,6 +77,11 @@ int main(void) {
             double want = (!strcmp(t[i].name, "w3") || !strcmp(t[i].name, "wo")) ? 0.02 / sqrt(2.0 * tied.n_layers) : 0.02;
             CHECK(fabs(sd - want) < 0.05 * want && fabs(mean) < 0.1 * want, "%s: std %.5f want %.5f mean %.2g",
                   t[i].name, sd, want, mean);
+            /* neighbours (a Box–Muller pair, and pairs across block edges) are uncorrelated */
+            double cxy = 0;
+            for (size_t k = 0; k + 1 < t[i].numel; k++) cxy += (double)a[t[i].offset + k] * a[t[i].offset + k + 1];
+            double corr = cxy / (t[i].numel - 1) / (sd * sd);
+            CHECK(fabs(corr) < 6.0 / sqrt((double)t[i].numel), "%s: neighbouring weights correlate (%.4f)", t[i].name, corr);
         }
     }
     model_free(&m);
