@@ -205,10 +205,12 @@ static int bench_kernels(cli_args *a) {
     double att_f = 4.0 * N * Tt * D / 2;
     if (!json) printf("kernels of layer 0, batch %d x seq %d, %d threads (peak %.1f GFLOP/s):\n", B, T, e->threads, peak);
     double t;
+    int timed = 0;
     /* time one kernel and report it, unless --only names another (substring match) */
 #define KERNEL(name, flops, stmt)                                       \
     do {                                                                \
         if (only && !strstr((name), only)) break;                      \
+        timed++;                                                        \
         TIME_IT(reps, t, stmt);                                         \
         report(json, (name), t, (flops), peak);                        \
     } while (0)
@@ -247,6 +249,10 @@ static int bench_kernels(cli_args *a) {
     }
     fb_free(X); fb_free(Y); fb_free(W);
     fix_free(&f);
+    if (!timed) {
+        fprintf(stderr, "fable bench kernels: no kernel or GEMM shape name contains '%s'\n", only);
+        return 2;
+    }
     return 0;
 }
 
