@@ -109,5 +109,6 @@ int main(void) {
     check(0, 32, 20011, quick ? 300 : 2300); /* 2300 x 20011 floats > one 160 MB chunk */
     const int threads[] = {1, 3, 5};
     for (int i = 0; i < 3; i++) check(threads[i], 16, 70, 37);
+    check(2, 16, 70, 4100 * 2 + 37); /* the forward-only call in 3 chunks of ≤ 4096 rows */
     return t_done("test_cls");
 }

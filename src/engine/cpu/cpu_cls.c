@@ -44,6 +44,7 @@
 #include "fable/util.h"
 
 #define CHUNK_BYTES ((size_t)160 << 20)
+#define CLS_FWD_ROWS 4096
 #ifndef CLS_RT
 #define CLS_RT 512 /* rows per tile */
 #endif
@@ -165,14 +166,12 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
                     float scale, float *losses, float *dxn, float *dwcls, int acc) {
     const int N = d->N, D = d->D, V = d->V;
     const int nt = omp_get_max_threads();
-    /* rows per chunk: the logits buffer (backward only) stays under CHUNK_BYTES; chunks balanced */
-    int R = N;
-    if (dxn) {
-        int cap = (int)(CHUNK_BYTES / ((size_t)V * sizeof(float)));
-        if (cap < 1) cap = 1;
-        int nch = (N + cap - 1) / cap;
-        R = (N + nch - 1) / nch;
-    }
+    /* rows per chunk: the logits buffer (backward) stays under CHUNK_BYTES; the forward-only
+     * call keeps no logits, and its chunks of at most CLS_FWD_ROWS bound the per-thread packed
+     * x (a large eval batch would otherwise pack all its rows at once); chunks balanced */
+    int cap = dxn ? (int)(CHUNK_BYTES / ((size_t)V * sizeof(float))) : CLS_FWD_ROWS;
+    if (cap < 1) cap = 1;
+    const int nch = (N + cap - 1) / cap, R = (N + nch - 1) / nch;
     const int RT = imin(CLS_RT, R), nrt = (R + RT - 1) / RT, VS = CLS_VS;
     /* shared scratch: logits [R, V] (backward) | m, s [nt, R] | lse, target logit [R] |
      * shifts [nt, R, ntile] | dxn partials [nt − 1, R, D] (backward) */
