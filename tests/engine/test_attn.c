@@ -125,6 +125,7 @@ int main(void) {
         {1, 33, 3, 3, 32},
         {1, 1, 2, 1, 64},   /* one token */
         {2, 40, 4, 2, 16},  /* a small head: the direct kernels */
+        {1, 35, 4, 2, 8},   /* stories260K's head; T cuts the direct backward's 4-row blocks */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const shape *s = &shapes[i];

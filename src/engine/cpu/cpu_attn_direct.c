@@ -8,7 +8,7 @@
  * and every per-row quantity is a loop over the visible keys u ≤ t, vectorised over u
  * (16 keys per AVX-512 vector), with the HS products of each key accumulated in registers:
  *
- * forward, row t:   s_u = scale·Σ_d q_d·kT[d][u];  p = softmax(s);  o_d = Σ_u p_u·vT[d][u]
+ * forward, row t:   s_u = scale·Σ_d q_d·kT[d][u];  e = e^(s − max s);  o_d = Σ_u e_u·vT[d][u] / Σ_u e_u
  * backward, row t:  p_u = exp(scale·Σ_d q_d·kT[d][u] − lse_t);  dp_u = Σ_d da_d·vT[d][u]
  *                   Δ = Σ_u p_u·dp_u;  ds_u = p_u·(dp_u − Δ)·scale
  *                   dq_d = Σ_u ds_u·kT[d][u];  dkT[d][u] += q_d·ds_u;  dvT[d][u] += da_d·p_u
@@ -24,6 +24,11 @@
 #include "engine/cpu/cpu_math.h"
 
 static inline int pad16(int n) { return (n + 15) & ~15; }
+
+/* Query rows per block in the backward: their dK/dV contributions are added in one pass */
+#ifndef ATT_RB
+#define ATT_RB 4
+#endif
 
 /* dst[d·Tp + u] = src[u·ld + d] for u < T, d < HS; zero for T ≤ u < Tp (the vector loops
  * read whole 16-key vectors up to Tp and discard the lanes past the row's last key) */
@@ -128,9 +133,11 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                 float *l = lse + ((size_t)b * NH + h) * T;
                 for (int t = 0; t < T; t++) {
                     const int n = t + 1;
+                    float inv, *o = att + (size_t)(b * T + t) * D + h * HS;
                     scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, n, scale, s);
-                    l[t] = cpu_softmax_causal_row(s, n, n, NULL);
-                    contract(s, vT, Tp, HS, n, att + (size_t)(b * T + t) * D + h * HS);
+                    l[t] = cpu_softmax_causal_row(s, n, n, &inv);   /* e^(s − m), unnormalised */
+                    contract(s, vT, Tp, HS, n, o);
+                    for (int dd = 0; dd < HS; dd++) o[dd] *= inv;   /* HS multiplies instead of n */
                 }
             }
     }
@@ -143,9 +150,9 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *kT = cpu_thread_scratch(e, ((size_t)4 * HS * Tp + 2 * Tp) * sizeof(float));
+        float *kT = cpu_thread_scratch(e, ((size_t)4 * HS * Tp + 2 * ATT_RB * (size_t)Tp) * sizeof(float));
         float *vT = kT + (size_t)HS * Tp, *dkT = vT + (size_t)HS * Tp, *dvT = dkT + (size_t)HS * Tp;
-        float *p = dvT + (size_t)HS * Tp, *dp = p + Tp;
+        float *p = dvT + (size_t)HS * Tp, *dp = p + (size_t)ATT_RB * Tp;   /* [ATT_RB][Tp] each */
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {
@@ -154,21 +161,50 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                 memset(dkT, 0, (size_t)2 * HS * Tp * sizeof(float)); /* dkT and dvT */
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     const float *l = lse + ((size_t)b * NH + h) * T;
-                    for (int t = 0; t < T; t++) {
-                        const int n = t + 1;
-                        const size_t row = (size_t)(b * T + t) * D + h * HS;
-                        const float *qt = q + row, *dat = da + row;
-                        scores(qt, kT, Tp, HS, n, scale, p);
-                        scores(dat, vT, Tp, HS, n, 1.0f, dp);
-                        cpu_softmax_grad_row(p, dp, n, n, l[t], scale);
-                        contract(dp, kT, Tp, HS, n, dq + row);
+                    for (int t0 = 0; t0 < T; t0 += ATT_RB) {
+                        /* rows t0.. of the block: P and dS over the block's keys u < nb (zero
+                         * past each row's own last key), dQ per row */
+                        const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb;
+                        for (int r = 0; r < rb; r++) {
+                            const int t = t0 + r, n = t + 1;
+                            const size_t row = (size_t)(b * T + t) * D + h * HS;
+                            float *pr = p + (size_t)r * Tp, *dpr = dp + (size_t)r * Tp;
+                            scores(q + row, kT, Tp, HS, n, scale, pr);
+                            scores(da + row, vT, Tp, HS, n, 1.0f, dpr);
+                            cpu_softmax_grad_row(pr, dpr, n, nb, l[t], scale);
+                            contract(dpr, kT, Tp, HS, n, dq + row);
+                        }
+                        /* dkT[d][u] += Σ_r q_r[d]·dS_r[u];  dvT[d][u] += Σ_r dA_r[d]·P_r[u]: one pass
+                         * over the accumulators per block of rows instead of one per row */
                         for (int dd = 0; dd < HS; dd++) {
+                            float qd[ATT_RB] = {0}, ad[ATT_RB] = {0};
+                            for (int r = 0; r < rb; r++) {
+                                const size_t row = (size_t)(b * T + t0 + r) * D + h * HS;
+                                qd[r] = q[row + dd];
+                                ad[r] = da[row + dd];
+                            }
                             float *dkr = dkT + (size_t)dd * Tp, *dvr = dvT + (size_t)dd * Tp;
-                            const float qd = qt[dd], ad = dat[dd];
+                            if (rb == ATT_RB) {
 #pragma omp simd
-                            for (int u = 0; u < n; u++) {
-                                dkr[u] += qd * dp[u];
-                                dvr[u] += ad * p[u];
+                                for (int u = 0; u < nb; u++) {
+                                    float sk = dkr[u], sv = dvr[u];
+#pragma GCC unroll 8
+                                    for (int r = 0; r < ATT_RB; r++) {
+                                        sk += qd[r] * dp[(size_t)r * Tp + u];
+                                        sv += ad[r] * p[(size_t)r * Tp + u];
+                                    }
+                                    dkr[u] = sk;
+                                    dvr[u] = sv;
+                                }
+                            } else {
+                                for (int r = 0; r < rb; r++) {
+                                    const float *dpr = dp + (size_t)r * Tp, *pr = p + (size_t)r * Tp;
+#pragma omp simd
+                                    for (int u = 0; u < nb; u++) {
+                                        dkr[u] += qd[r] * dpr[u];
+                                        dvr[u] += ad[r] * pr[u];
+                                    }
+                                }
                             }
                         }
                     }
