@@ -42,4 +42,6 @@ if n > 1:
     print(f"{n} rounds: fable median {statistics.median(f['ms_median'] for f in fs):.1f} ms, "
           f"pytorch median {statistics.median(t['ms_median'] for t in ts):.1f} ms, "
           f"ratio per round {', '.join(f'{x:.2f}' for x in r)}; median ratio {statistics.median(r):.2f}x")
+    mfu = [f['mfu_pct'] for f in fs]
+    print(f"fable MFU per round {', '.join(f'{x:.1f}' for x in mfu)}%; median {statistics.median(mfu):.1f}%")
 PY
