@@ -13,8 +13,11 @@
  *                   Δ = Σ_u p_u·dp_u;  ds_u = p_u·(dp_u − Δ)·scale
  *                   dq_d = Σ_u ds_u·kT[d][u];  dkT[d][u] += q_d·ds_u;  dvT[d][u] += da_d·p_u
  * The backward task owns one (b, kv head g) and all query heads of its group, so dK_g and
- * dV_g are accumulated transposed in its scratch and written once at the end. Fixed order
- * throughout: deterministic. Chosen over the GEMM path for HS ≤ cpu_attn_direct_hs, by
+ * dV_g are accumulated transposed in its scratch and written once at the end, 4 query rows
+ * (ATT_RB) per pass over them. For HS = 8 or 16 the two products over keys, O = P·V in the
+ * forward (8 rows at a time, ATT_FB) and dQ = dS·K in the backward (ATT_RB rows), run on a
+ * register tile over V and K laid out as interleaved key pairs (interleave_pairs), with no
+ * per-dimension reductions. Fixed order throughout: deterministic. Chosen over the GEMM path for HS ≤ cpu_attn_direct_hs, by
  * measurement (bench/RESULTS.md).
  */
 #include <math.h>
@@ -29,6 +32,8 @@ static inline int pad16(int n) { return (n + 15) & ~15; }
 #ifndef ATT_RB
 #define ATT_RB 4
 #endif
+/* Query rows per block of the forward's P·V register tile (≤ 8) */
+#define ATT_FB 8
 
 /* dst[d·Tp + u] = src[u·ld + d] for u < T, d < HS; zero for T ≤ u < Tp (the vector loops
  * read whole 16-key vectors up to Tp and discard the lanes past the row's last key) */
@@ -37,6 +42,22 @@ static void transpose_in(const float *src, int ld, int T, int HS, float *dst, in
         for (int dd = 0; dd < HS; dd++) dst[(size_t)dd * Tp + u] = src[(size_t)u * ld + dd];
     for (int dd = 0; dd < HS; dd++)
         for (int u = T; u < Tp; u++) dst[(size_t)dd * Tp + u] = 0.0f;
+}
+
+/* Key pairs interleaved by dimension: xi[p·2HS + 2d + j] = X[2p + j][d] (j = 0, 1; zero for
+ * keys ≥ T), p < Tp/2. In this layout a block of rows contracts on a register tile:
+ *   out_r[d] = scl_r · Σ_u w_r[u]·X[u][d]
+ * takes per key pair one load of 2·HS floats (shared by the rows) and per row one broadcast of
+ * the pair (w_r[2p], w_r[2p+1]) as a double, lane 2d + j of the accumulator summing key 2p + j
+ * of dim d; the two halves are added once per row at the end (no per-dim reductions). */
+static int pairs_fit(int HS) { return HS == 8 || HS == 16; }
+
+static void interleave_pairs(const float *src, int ld, int T, int HS, float *dst, int Tp) {
+    for (int p = 0; p < Tp / 2; p++)
+        for (int j = 0; j < 2; j++) {
+            const int u = 2 * p + j;
+            for (int dd = 0; dd < HS; dd++) dst[(size_t)p * 2 * HS + 2 * dd + j] = u < T ? src[(size_t)u * ld + dd] : 0.0f;
+        }
 }
 
 #if defined(__AVX512F__)
@@ -92,8 +113,56 @@ static inline void contract(const float *w, const float *xT, int Tp, int HS, int
         for (int j = 0; j < nd; j++) out[d0 + j] = _mm512_reduce_add_ps(acc[j]);
     }
 }
+/* rows r < R of w (leading dimension ldw, zero past each row's keys), nk even key count */
+static inline __attribute__((always_inline)) void contract_rows_r(const int R, const float *w, int ldw,
+                                                                  const float *xi, int HS, int nk,
+                                                                  const float *scl, float *out, size_t ldo) {
+    const int two = HS > 8;   /* 2·HS = 32 floats: two vectors per pair row */
+    __m512 acc[8][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int p = 0; p < nk / 2; p++) {
+        const float *b = xi + (size_t)p * 2 * HS;
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = two ? _mm512_loadu_ps(b + 16) : b0;
+        for (int r = 0; r < R; r++) {
+            double pr;
+            memcpy(&pr, w + (size_t)r * ldw + 2 * p, sizeof pr);
+            const __m512 a = _mm512_castpd_ps(_mm512_set1_pd(pr));
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            if (two) acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __mmask16 keep = (__mmask16)((1u << HS) - 1u);
+    for (int r = 0; r < R; r++) {
+        const __m512 s0 = _mm512_add_ps(acc[r][0], _mm512_permute_ps(acc[r][0], 0xB1));
+        const __m512 s1 = two ? _mm512_add_ps(acc[r][1], _mm512_permute_ps(acc[r][1], 0xB1)) : s0;
+        const __m512 o = _mm512_mul_ps(_mm512_permutex2var_ps(s0, even, s1), _mm512_set1_ps(scl[r]));
+        _mm512_mask_storeu_ps(out + r * ldo, keep, o);
+    }
+}
+
+static void contract_rows(int R, const float *w, int ldw, const float *xi, int HS, int nk, const float *scl,
+                          float *out, size_t ldo) {
+    switch (R) {
+#define CR(n) case n: contract_rows_r(n, w, ldw, xi, HS, nk, scl, out, ldo); break;
+    CR(1) CR(2) CR(3) CR(4) CR(5) CR(6) CR(7) CR(8)
+#undef CR
+    }
+}
 #else
-/* portable forms of the two loops above */
+/* portable forms of the loops above */
+static void contract_rows(int R, const float *w, int ldw, const float *xi, int HS, int nk, const float *scl,
+                          float *out, size_t ldo) {
+    for (int r = 0; r < R; r++)
+        for (int dd = 0; dd < HS; dd++) {
+            float a = 0.0f;
+            for (int p = 0; p < nk / 2; p++)
+                a += w[(size_t)r * ldw + 2 * p] * xi[(size_t)p * 2 * HS + 2 * dd] +
+                     w[(size_t)r * ldw + 2 * p + 1] * xi[(size_t)p * 2 * HS + 2 * dd + 1];
+            out[r * ldo + dd] = a * scl[r];
+        }
+}
+
 static inline void scores(const float *q, const float *kT, int Tp, int HS, int n, float scale, float *s) {
     for (int u = 0; u < n; u++) s[u] = 0.0f;
     for (int dd = 0; dd < HS; dd++) {
@@ -120,24 +189,39 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD;
     const int group = NH / d->NKV, Tp = pad16(T);
     const float scale = 1.0f / sqrtf((float)HS);
+    const int pairs = pairs_fit(HS);
 #pragma omp parallel
     {
-        float *kT = cpu_thread_scratch(e, ((size_t)2 * HS * Tp + Tp) * sizeof(float));
-        float *vT = kT + (size_t)HS * Tp, *s = vT + (size_t)HS * Tp;
+        float *kT = cpu_thread_scratch(e, ((size_t)2 * HS * Tp + (size_t)ATT_FB * Tp + ATT_FB) * sizeof(float));
+        float *vT = kT + (size_t)HS * Tp, *s = vT + (size_t)HS * Tp, *inv = s + (size_t)ATT_FB * Tp;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 const int g = h / group;
                 transpose_in(k + (size_t)b * T * KVD + g * HS, KVD, T, HS, kT, Tp);
-                transpose_in(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
                 float *l = lse + ((size_t)b * NH + h) * T;
+                if (pairs) {   /* blocks of ATT_FB rows: softmax rows, then P·V on a register tile */
+                    interleave_pairs(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
+                    for (int t0 = 0; t0 < T; t0 += ATT_FB) {
+                        const int rb = T - t0 < ATT_FB ? T - t0 : ATT_FB, nk = (t0 + rb + 1) & ~1;
+                        for (int r = 0; r < rb; r++) {
+                            const int t = t0 + r;
+                            float *sr = s + (size_t)r * Tp;
+                            scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, t + 1, scale, sr);
+                            l[t] = cpu_softmax_causal_row(sr, t + 1, nk, inv + r);   /* e^(s − m), zero to nk */
+                        }
+                        contract_rows(rb, s, Tp, vT, HS, nk, inv, att + (size_t)(b * T + t0) * D + h * HS, D);
+                    }
+                    continue;
+                }
+                transpose_in(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
                 for (int t = 0; t < T; t++) {
                     const int n = t + 1;
-                    float inv, *o = att + (size_t)(b * T + t) * D + h * HS;
+                    float *o = att + (size_t)(b * T + t) * D + h * HS;
                     scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, n, scale, s);
-                    l[t] = cpu_softmax_causal_row(s, n, n, &inv);   /* e^(s − m), unnormalised */
+                    l[t] = cpu_softmax_causal_row(s, n, n, inv);   /* e^(s − m), unnormalised */
                     contract(s, vT, Tp, HS, n, o);
-                    for (int dd = 0; dd < HS; dd++) o[dd] *= inv;   /* HS multiplies instead of n */
+                    for (int dd = 0; dd < HS; dd++) o[dd] *= inv[0];   /* HS multiplies instead of n */
                 }
             }
     }
@@ -146,34 +230,39 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
 void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
                          const float *da, float *dq, float *dk, float *dv) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
-    const int group = NH / NKV, Tp = pad16(T);
+    const int group = NH / NKV, Tp = pad16(T), pairs = pairs_fit(HS);
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
     {
-        float *kT = cpu_thread_scratch(e, ((size_t)4 * HS * Tp + 2 * ATT_RB * (size_t)Tp) * sizeof(float));
+        float *kT = cpu_thread_scratch(e, ((size_t)5 * HS * Tp + 2 * ATT_RB * (size_t)Tp) * sizeof(float));
         float *vT = kT + (size_t)HS * Tp, *dkT = vT + (size_t)HS * Tp, *dvT = dkT + (size_t)HS * Tp;
         float *p = dvT + (size_t)HS * Tp, *dp = p + (size_t)ATT_RB * Tp;   /* [ATT_RB][Tp] each */
+        float *ki = dp + (size_t)ATT_RB * Tp;                                /* K as key pairs */
+        const float ones[ATT_RB] = {1.0f, 1.0f, 1.0f, 1.0f};
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {
                 transpose_in(k + (size_t)b * T * KVD + g * HS, KVD, T, HS, kT, Tp);
                 transpose_in(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
+                if (pairs) interleave_pairs(k + (size_t)b * T * KVD + g * HS, KVD, T, HS, ki, Tp);
                 memset(dkT, 0, (size_t)2 * HS * Tp * sizeof(float)); /* dkT and dvT */
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     const float *l = lse + ((size_t)b * NH + h) * T;
                     for (int t0 = 0; t0 < T; t0 += ATT_RB) {
                         /* rows t0.. of the block: P and dS over the block's keys u < nb (zero
                          * past each row's own last key), dQ per row */
-                        const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb;
+                        const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb, nk = (nb + 1) & ~1;
                         for (int r = 0; r < rb; r++) {
                             const int t = t0 + r, n = t + 1;
                             const size_t row = (size_t)(b * T + t) * D + h * HS;
                             float *pr = p + (size_t)r * Tp, *dpr = dp + (size_t)r * Tp;
                             scores(q + row, kT, Tp, HS, n, scale, pr);
                             scores(da + row, vT, Tp, HS, n, 1.0f, dpr);
-                            cpu_softmax_grad_row(pr, dpr, n, nb, l[t], scale);
-                            contract(dpr, kT, Tp, HS, n, dq + row);
+                            cpu_softmax_grad_row(pr, dpr, n, nk, l[t], scale);
+                            if (!pairs) contract(dpr, kT, Tp, HS, n, dq + row);
                         }
+                        if (pairs)   /* dQ of the block's rows = dS·K on a register tile */
+                            contract_rows(rb, dp, Tp, ki, HS, nk, ones, dq + (size_t)(b * T + t0) * D + h * HS, D);
                         /* dkT[d][u] += Σ_r q_r[d]·dS_r[u];  dvT[d][u] += Σ_r dA_r[d]·P_r[u]: one pass
                          * over the accumulators per block of rows instead of one per row */
                         for (int dd = 0; dd < HS; dd++) {
