@@ -28,10 +28,12 @@
  *     dxn_t += dl·W_tile (per-thread partial);  dW_tile (+)= dlᵀ·x_tile.
  *   dxn = Σ_t dxn_t, in thread order (rows split over threads).
  *
- * Memory: the forward-only call keeps one tile per thread. The backward needs the logits
- * between the passes: rows are processed in chunks so that the single logits buffer holds
- * at most CHUNK_BYTES. Deterministic for a given thread count (fixed split and order).
- * Measured against the earlier one-GEMM-per-block version: bench/RESULTS.md.
+ * Memory: the backward needs the logits between the passes, so rows are processed in chunks
+ * for which the single logits buffer holds at most CHUNK_BYTES; the forward-only call keeps
+ * one logits tile per thread and takes chunks of at most CLS_FWD_ROWS rows. Per thread, the
+ * packed operands of one chunk (x twice, two W tiles, two dl tiles: ~6 MB for stories15M).
+ * Deterministic for a given thread count (fixed split and order). Measured against the
+ * earlier versions (one GEMM per block; re-packing per tile): bench/RESULTS.md.
  */
 #include <math.h>
 #include <omp.h>
