@@ -120,8 +120,8 @@ static uint64_t mix64(uint64_t z) {
 
 /* Matrices: N(0, std²) in blocks of INIT_BLOCK elements, each block from its own xorshift
  * stream seeded by (seed, tensor, block), both Box–Muller outputs used. The blocks fill in
- * parallel, and the weights depend only on the seed, not on the thread count (a single
- * stream took ~9 s for stories110M; bench/RESULTS.md). */
+ * parallel, and the weights depend only on the seed, not on the thread count (stories110M:
+ * 3.4 s from one stream, 1.2 s now on 2 threads; bench/RESULTS.md). */
 #define INIT_BLOCK 65536
 void model_init_weights(const model_config *c, float *base, uint64_t seed) {
     model_tensor t[MODEL_MAX_TENSORS];

@@ -17,8 +17,8 @@
  * (ATT_RB) per pass over them. For HS = 8 or 16 the two products over keys, O = P·V in the
  * forward (8 rows at a time, ATT_FB) and dQ = dS·K in the backward (ATT_RB rows), run on a
  * register tile over V and K laid out as interleaved key pairs (interleave_pairs), with no
- * per-dimension reductions. Fixed order throughout: deterministic. Chosen over the GEMM path for HS ≤ cpu_attn_direct_hs, by
- * measurement (bench/RESULTS.md).
+ * per-dimension reductions. Fixed order throughout: deterministic. Chosen over the GEMM
+ * path for HS ≤ cpu_attn_direct_hs, by measurement (bench/RESULTS.md).
  */
 #include <math.h>
 #include <string.h>
@@ -28,10 +28,9 @@
 
 static inline int pad16(int n) { return (n + 15) & ~15; }
 
-/* Query rows per block in the backward: their dK/dV contributions are added in one pass */
-#ifndef ATT_RB
+/* Query rows per block in the backward: their dK/dV contributions are added in one pass
+ * (8 measured the same as 4; bench/RESULTS.md) */
 #define ATT_RB 4
-#endif
 /* Query rows per block of the forward's P·V register tile (≤ 8) */
 #define ATT_FB 8
 
@@ -238,7 +237,8 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
         float *vT = kT + (size_t)HS * Tp, *dkT = vT + (size_t)HS * Tp, *dvT = dkT + (size_t)HS * Tp;
         float *p = dvT + (size_t)HS * Tp, *dp = p + (size_t)ATT_RB * Tp;   /* [ATT_RB][Tp] each */
         float *ki = dp + (size_t)ATT_RB * Tp;                                /* K as key pairs */
-        const float ones[ATT_RB] = {1.0f, 1.0f, 1.0f, 1.0f};
+        float ones[ATT_RB];
+        for (int r = 0; r < ATT_RB; r++) ones[r] = 1.0f;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {

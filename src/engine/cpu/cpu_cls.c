@@ -194,9 +194,10 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
     const size_t n_xa = lines(gemm_packed_a_floats(&lo, RT, D)), n_xb = dxn ? lines(gemm_packed_b_floats(&lo, RT, D)) : 0;
     const size_t n_wb1 = lines(gemm_packed_b_floats(&lo, D, VS));
     const size_t n_wb2 = dxn ? lines(gemm_packed_b_floats(&lo, VS, D)) : 0;
-    const size_t n_a = dxn ? lines(gemm_packed_a_floats(&lo, RT, VS)) + lines(gemm_packed_a_floats(&lo, VS, RT)) : 0;
+    const size_t n_a1 = dxn ? lines(gemm_packed_a_floats(&lo, RT, VS)) : 0;
+    const size_t n_a2 = dxn ? lines(gemm_packed_a_floats(&lo, VS, RT)) : 0;
     const size_t n_lt = dxn ? 0 : (size_t)RT * VS;
-    const size_t n_thr = nrt * (n_xa + n_xb) + n_wb1 + n_wb2 + n_a + n_lt + lines(RT) + lines(RT) + lines(RT);
+    const size_t n_thr = nrt * (n_xa + n_xb) + n_wb1 + n_wb2 + n_a1 + n_a2 + n_lt + 3 * lines(RT);
     double total = 0.0;
 
     for (int r0 = 0; r0 < N; r0 += R) {
@@ -212,7 +213,7 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
             for (int i = 0; i < rows; i++) { m[i] = -INFINITY; s[i] = 0.0f; }
             float *xa = cpu_thread_scratch(e, n_thr * sizeof(float)), *xb = xa + nrt * n_xa;
             float *wb1 = xb + nrt * n_xb, *wb2 = wb1 + n_wb1, *a1 = wb2 + n_wb2;
-            float *a2 = a1 + (dxn ? lines(gemm_packed_a_floats(&lo, RT, VS)) : 0), *lt = a1 + n_a;
+            float *a2 = a1 + n_a1, *lt = a2 + n_a2;
             float *cf = lt + n_lt;
             int *tj = (int *)(cf + lines(RT));
             unsigned char *live = (unsigned char *)(tj + lines(RT));

@@ -102,6 +102,13 @@ static inline __mmask16 fb_lanes(int u, int n) {
     const int k = n - u;
     return k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1u);
 }
+
+/* x[j] = e^(x[j] − shift) on the lanes of k (x ≤ shift there); returns the exps, zero off k */
+static inline __m512 fb_exp_shift16(float *x, __mmask16 k, __m512 shift) {
+    const __m512 e = fb_expf_le0_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x), shift));
+    _mm512_mask_storeu_ps(x, k, e);
+    return _mm512_maskz_mov_ps(k, e);
+}
 #endif
 
 /* ---- causal softmax rows (the attention kernels' shared element-wise steps) ---- */
@@ -118,12 +125,7 @@ static inline float cpu_softmax_causal_row(float *s, int n, int nz, float *inv) 
     const float m = _mm512_reduce_max_ps(vm);
     const __m512 mv = _mm512_set1_ps(m);
     __m512 vs = _mm512_setzero_ps();
-    for (int u = 0; u < n; u += 16) {
-        const __mmask16 k = fb_lanes(u, n);
-        const __m512 e = fb_expf_le0_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + u), mv));
-        _mm512_mask_storeu_ps(s + u, k, e);
-        vs = _mm512_mask_add_ps(vs, k, vs, e);
-    }
+    for (int u = 0; u < n; u += 16) vs = _mm512_add_ps(vs, fb_exp_shift16(s + u, fb_lanes(u, n), mv));
     const float sum = _mm512_reduce_add_ps(vs);
     if (inv) {
         *inv = 1.0f / sum;
@@ -167,9 +169,7 @@ static inline void cpu_softmax_grad_row(float *p, float *dp, int n, int nz, floa
     __m512 vd = _mm512_setzero_ps();
     for (int u = 0; u < n; u += 16) {
         const __mmask16 k = fb_lanes(u, n);
-        const __m512 e = fb_expf_le0_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + u), lv));
-        _mm512_mask_storeu_ps(p + u, k, e);
-        vd = _mm512_mask_add_ps(vd, k, vd, _mm512_mul_ps(e, _mm512_maskz_loadu_ps(k, dp + u)));
+        vd = _mm512_add_ps(vd, _mm512_mul_ps(fb_exp_shift16(p + u, k, lv), _mm512_maskz_loadu_ps(k, dp + u)));
     }
     const __m512 delta = _mm512_set1_ps(_mm512_reduce_add_ps(vd)), sc = _mm512_set1_ps(scale);
     for (int u = 0; u < n; u += 16) {

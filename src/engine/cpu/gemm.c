@@ -820,6 +820,13 @@ size_t gemm_packed_b_floats(const gemm_layout *lo, int K, int N) {
     return (size_t)ceil_div(N, lo->nr) * lo->nr * (size_t)K;
 }
 
+/* The cblas layout (w = 1, one K block): rows i < n of X as stored (t = 0: X[i][p]) or of
+ * its transpose (t = 1: X[p][i]), dst[i·K + p]. op(A) for A; op(B)ᵀ for B. */
+static void copy_rows(int n, int K, int t, const float *X, int ld, float *dst) {
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < K; p++) dst[(size_t)i * K + p] = t ? X[(ptrdiff_t)p * ld + i] : X[(ptrdiff_t)i * ld + p];
+}
+
 void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, const float *A, int lda,
                       float *dst) {
     const gemm_arch *ar = lo->arch;
@@ -831,10 +838,8 @@ void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, 
         return;
     }
 #endif
-    (void)ar; (void)kcb;   /* cblas layout (w = 1, one K block): op(A) row-major, M×K */
-    for (int i = 0; i < M; i++)
-        for (int p = 0; p < K; p++)
-            dst[(size_t)i * K + p] = transA ? A[(ptrdiff_t)p * lda + i] : A[(ptrdiff_t)i * lda + p];
+    (void)ar; (void)kcb;
+    copy_rows(M, K, transA, A, lda, dst);
 }
 
 void gemm_pack_b_into(const gemm_layout *lo, int transB, int K, int N, int kcb, const float *B, int ldb,
@@ -848,10 +853,8 @@ void gemm_pack_b_into(const gemm_layout *lo, int transB, int K, int N, int kcb, 
         return;
     }
 #endif
-    (void)ar; (void)kcb;   /* cblas layout (w = 1, one K block): op(B)ᵀ row-major, N×K */
-    for (int j = 0; j < N; j++)
-        for (int p = 0; p < K; p++)
-            dst[(size_t)j * K + p] = transB ? B[(ptrdiff_t)j * ldb + p] : B[(ptrdiff_t)p * ldb + j];
+    (void)ar; (void)kcb;
+    copy_rows(N, K, !transB, B, ldb, dst);
 }
 
 void gemm_f32_pp(const gemm_layout *lo, int M, int N, int K, int kcb, float alpha, const float *pa,
