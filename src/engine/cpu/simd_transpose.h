@@ -1,6 +1,6 @@
 /* fable cpu engine — in-register transposes of float tiles (AVX2 8×8, AVX-512 16×16),
- * shared by the GEMM's panel packing (gemm.c) and the classifier's packed gradient
- * (cpu_cls.c). */
+ * shared by the GEMM's panel packing (gemm.c), the classifier's packed gradient
+ * (cpu_cls.c) and the small-head attention's K/V layouts (cpu_attn_direct.c). */
 #ifndef FABLE_SIMD_TRANSPOSE_H
 #define FABLE_SIMD_TRANSPOSE_H
 
@@ -26,6 +26,21 @@ static inline void tr8x8(__m256 r[8]) {
     r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
     r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
     r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols: 8×8 blocks through tr8x8, the
+ * edges (rows or cols not a multiple of 8) element by element. */
+static inline void fb_transpose(const float *src, int lds, int rows, int cols, float *dst, int ldd) {
+    const int r8 = rows & ~7, c8 = cols & ~7;
+    for (int r0 = 0; r0 < r8; r0 += 8)
+        for (int c0 = 0; c0 < c8; c0 += 8) {
+            __m256 v[8];
+            for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(src + (size_t)(r0 + i) * lds + c0);
+            tr8x8(v);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(c0 + i) * ldd + r0, v[i]);
+        }
+    for (int r = 0; r < rows; r++)
+        for (int c = r < r8 ? c8 : 0; c < cols; c++) dst[(size_t)c * ldd + r] = src[(size_t)r * lds + c];
 }
 
 #if defined(__AVX512F__)
