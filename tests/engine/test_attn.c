@@ -125,7 +125,9 @@ int main(void) {
         {1, 33, 3, 3, 32},
         {1, 1, 2, 1, 64},   /* one token */
         {2, 40, 4, 2, 16},  /* a small head: the direct kernels */
-        {1, 35, 4, 2, 8},   /* stories260K's head; T cuts the direct backward's 4-row blocks */
+        {1, 35, 4, 2, 8},   /* stories260K's head; T cuts the direct backward's 16-row blocks */
+        {1, 100, 2, 1, 8},  /* rows longer than the 64-key score steps, a 4-row block at the end */
+        {1, 37, 2, 1, 12},  /* a head that is not a multiple of 8: the direct kernels' plain loops */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const shape *s = &shapes[i];

@@ -12,13 +12,18 @@
  * backward, row t:  p_u = exp(scale·Σ_d q_d·kT[d][u] − lse_t);  dp_u = Σ_d da_d·vT[d][u]
  *                   Δ = Σ_u p_u·dp_u;  ds_u = p_u·(dp_u − Δ)·scale
  *                   dq_d = Σ_u ds_u·kT[d][u];  dkT[d][u] += q_d·ds_u;  dvT[d][u] += da_d·p_u
- * The backward task owns one (b, kv head g) and all query heads of its group, so dK_g and
- * dV_g are accumulated transposed in its scratch and written once at the end, 4 query rows
- * (ATT_RB) per pass over them. For HS = 8 or 16 the two products over keys, O = P·V in the
- * forward (8 rows at a time, ATT_FB) and dQ = dS·K in the backward (ATT_RB rows), run on a
- * register tile over V and K laid out as interleaved key pairs (interleave_pairs), with no
- * per-dimension reductions. Fixed order throughout: deterministic. Chosen over the GEMM
- * path for HS ≤ cpu_attn_direct_hs, by measurement (bench/RESULTS.md).
+ * Rows go in blocks. The scores of 4 rows at a time share each load of kT (scores_rows).
+ * Each task lays out K and V once per kv head, for all the query heads of its group.
+ * The backward task owns one (b, kv head g), so dK_g and dV_g are accumulated transposed
+ * in its scratch and written once at the end, 16 query rows (ATT_RB) per pass over them.
+ * When HS is a multiple of 8 (accum_kv), the pass keeps a 16-key × 8-dim slice of both in
+ * registers across the block's rows.
+ * For HS = 8 or 16, the two products over keys run on a register tile over V and K laid
+ * out as interleaved key pairs (interleave_pairs), with no per-dimension reductions:
+ *   O = P·V in the forward, 8 rows at a time (ATT_FB);
+ *   dQ = dS·K in the backward, 8 rows at a time.
+ * Fixed order throughout: deterministic. Chosen over the GEMM path for HS ≤
+ * cpu_attn_direct_hs, by measurement (bench/RESULTS.md).
  */
 #include <math.h>
 #include <string.h>
@@ -29,9 +34,12 @@
 
 static inline int pad16(int n) { return (n + 15) & ~15; }
 
-/* Query rows per block in the backward: their dK/dV contributions are added in one pass
- * (8 measured the same as 4; bench/RESULTS.md) */
-#define ATT_RB 4
+/* Query rows per block in the backward: their dK/dV contributions are added in one pass.
+ * With the accumulators in registers (accum_kv), 16 rows ran the 260K backward core 30%
+ * faster than 4 and as fast as 32 (bench/RESULTS.md, session 5). */
+#ifndef ATT_RB
+#define ATT_RB 16
+#endif
 /* Query rows per block of the forward's P·V register tile (≤ 8) */
 #define ATT_FB 8
 
@@ -88,33 +96,90 @@ static void interleave_pairs(const float *src, int ld, int T, int HS, float *dst
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-/* s_u = scale·Σ_d q_d·kT[d][u] for u < n (rounded up to 16: s and kT hold Tp ≥ that).
- * Four 16-key vectors at a time: four independent FMA chains of length HS. */
-static inline void scores(const float *q, const float *kT, int Tp, int HS, int n, float scale, float *s) {
+/* Scores of R query rows at once: s_r[u] = scale·Σ_d x_r[d]·kT[d][u] for r < R (rows of x
+ * ldx apart, of s lds apart) and keys u < n, rounded up to 16 (s and kT hold Tp ≥ that).
+ * Rows past their own last key get scores too; the softmax steps that follow zero them.
+ * 64 keys × R rows per step: each kT vector is loaded once for all R rows (one row at a time
+ * loaded it R times: 5 loads per 4 FMAs instead of 2 per 4 at R = 4); the last vectors of a
+ * row run as R independent chains. */
+static inline __attribute__((always_inline)) void scores_rows_r(const int R, const float *x, size_t ldx,
+                                                                const float *kT, int Tp, int HS, int n,
+                                                                float scale, float *s, size_t lds) {
     const __m512 sc = _mm512_set1_ps(scale);
     int u = 0;
     for (; u + 64 <= n + 15; u += 64) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 a[4][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) a[r][j] = _mm512_setzero_ps();
         for (int dd = 0; dd < HS; dd++) {
-            const __m512 qd = _mm512_set1_ps(q[dd]);
             const float *kr = kT + (size_t)dd * Tp + u;
-            a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr), a0);
-            a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 16), a1);
-            a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 32), a2);
-            a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 48), a3);
+            const __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16), k2 = _mm512_loadu_ps(kr + 32),
+                         k3 = _mm512_loadu_ps(kr + 48);
+            for (int r = 0; r < R; r++) {
+                const __m512 xd = _mm512_set1_ps(x[r * ldx + dd]);
+                a[r][0] = _mm512_fmadd_ps(xd, k0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(xd, k1, a[r][1]);
+                a[r][2] = _mm512_fmadd_ps(xd, k2, a[r][2]);
+                a[r][3] = _mm512_fmadd_ps(xd, k3, a[r][3]);
+            }
         }
-        _mm512_storeu_ps(s + u, _mm512_mul_ps(a0, sc));
-        _mm512_storeu_ps(s + u + 16, _mm512_mul_ps(a1, sc));
-        _mm512_storeu_ps(s + u + 32, _mm512_mul_ps(a2, sc));
-        _mm512_storeu_ps(s + u + 48, _mm512_mul_ps(a3, sc));
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(s + r * lds + u + 16 * j, _mm512_mul_ps(a[r][j], sc));
     }
     for (; u < n; u += 16) {
-        __m512 a0 = _mm512_setzero_ps();
-        for (int dd = 0; dd < HS; dd++)
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[dd]), _mm512_loadu_ps(kT + (size_t)dd * Tp + u), a0);
-        _mm512_storeu_ps(s + u, _mm512_mul_ps(a0, sc));
+        __m512 a[4];
+        for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
+        for (int dd = 0; dd < HS; dd++) {
+            const __m512 kv = _mm512_loadu_ps(kT + (size_t)dd * Tp + u);
+            for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + dd]), kv, a[r]);
+        }
+        for (int r = 0; r < R; r++) _mm512_storeu_ps(s + r * lds + u, _mm512_mul_ps(a[r], sc));
     }
 }
+
+/* R ≤ 4 rows (the callers' blocks of ATT_RB, or ATT_FB taken 4 at a time) */
+static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
+                        float *s, size_t lds) {
+    switch (R) {
+#define SR(m) case m: scores_rows_r(m, x, ldx, kT, Tp, HS, n, scale, s, lds); break;
+    SR(1) SR(2) SR(3) SR(4)
+#undef SR
+    }
+}
+
+/* The dK/dV terms of a block of rb query rows (x = their q rows, y = their dA rows, ld apart):
+ *   dkT[d][u] += Σ_r x_r[d]·dS_r[u],   dvT[d][u] += Σ_r y_r[d]·P_r[u]     (u < nb, d < HS)
+ * For each 16-key vector and 8 dims, the 16 accumulators stay in registers over the rows:
+ * per row 2 loads and 16 FMAs whose broadcasts come straight from x and y. (A pass per dim
+ * reloaded every dS and P row for each dim and the accumulators once per dim: 2.5 memory
+ * operations per FMA instead of ~1.6.) HS a multiple of 8; rows r ≥ rb are not read. */
+static void accum_kv(int rb, const float *x, const float *y, size_t ld, const float *ds, const float *pm, int Tp,
+                     int HS, int nb, float *dkT, float *dvT) {
+    for (int u = 0; u < nb; u += 16) {
+        const __mmask16 k = fb_lanes(u, nb);
+        for (int d0 = 0; d0 < HS; d0 += 8) {
+            __m512 ak[8], av[8];
+            for (int j = 0; j < 8; j++) {
+                ak[j] = _mm512_maskz_loadu_ps(k, dkT + (size_t)(d0 + j) * Tp + u);
+                av[j] = _mm512_maskz_loadu_ps(k, dvT + (size_t)(d0 + j) * Tp + u);
+            }
+            for (int r = 0; r < rb; r++) {
+                const __m512 dsr = _mm512_maskz_loadu_ps(k, ds + (size_t)r * Tp + u);
+                const __m512 pr = _mm512_maskz_loadu_ps(k, pm + (size_t)r * Tp + u);
+                const float *xr = x + r * ld + d0, *yr = y + r * ld + d0;
+                for (int j = 0; j < 8; j++) {
+                    ak[j] = _mm512_fmadd_ps(_mm512_set1_ps(xr[j]), dsr, ak[j]);
+                    av[j] = _mm512_fmadd_ps(_mm512_set1_ps(yr[j]), pr, av[j]);
+                }
+            }
+            for (int j = 0; j < 8; j++) {
+                _mm512_mask_storeu_ps(dkT + (size_t)(d0 + j) * Tp + u, k, ak[j]);
+                _mm512_mask_storeu_ps(dvT + (size_t)(d0 + j) * Tp + u, k, av[j]);
+            }
+        }
+    }
+}
+#define HAVE_ACCUM_KV 1
 
 /* out_d = Σ_u w_u·xT[d][u] for u < n, d < HS: up to 16 heads' dims at a time, one
  * accumulator each (independent chains), the w vector loaded once per 16 keys; the last
@@ -189,14 +254,18 @@ static void contract_rows(int R, const float *w, int ldw, const float *xi, int H
         }
 }
 
-static inline void scores(const float *q, const float *kT, int Tp, int HS, int n, float scale, float *s) {
-    for (int u = 0; u < n; u++) s[u] = 0.0f;
-    for (int dd = 0; dd < HS; dd++) {
-        const float qd = q[dd], *kr = kT + (size_t)dd * Tp;
+static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
+                        float *s, size_t lds) {
+    for (int r = 0; r < R; r++) {
+        float *sr = s + r * lds;
+        for (int u = 0; u < n; u++) sr[u] = 0.0f;
+        for (int dd = 0; dd < HS; dd++) {
+            const float xd = x[r * ldx + dd], *kr = kT + (size_t)dd * Tp;
 #pragma omp simd
-        for (int u = 0; u < n; u++) s[u] += qd * kr[u];
+            for (int u = 0; u < n; u++) sr[u] += xd * kr[u];
+        }
+        for (int u = 0; u < n; u++) sr[u] *= scale;
     }
-    for (int u = 0; u < n; u++) s[u] *= scale;
 }
 
 static inline void contract(const float *w, const float *xT, int Tp, int HS, int n, float *out) {
@@ -231,12 +300,13 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                 if (pairs) {   /* blocks of ATT_FB rows: softmax rows, then P·V on a register tile */
                     for (int t0 = 0; t0 < T; t0 += ATT_FB) {
                         const int rb = T - t0 < ATT_FB ? T - t0 : ATT_FB, nk = (t0 + rb + 1) & ~1;
-                        for (int r = 0; r < rb; r++) {
-                            const int t = t0 + r;
-                            float *sr = s + (size_t)r * Tp;
-                            scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, t + 1, scale, sr);
-                            l[t] = cpu_softmax_causal_row(sr, t + 1, nk, inv + r);   /* e^(s − m), zero to nk */
+                        for (int r0 = 0; r0 < rb; r0 += 4) {   /* scores of 4 rows at a time */
+                            const int r4 = rb - r0 < 4 ? rb - r0 : 4;
+                            scores_rows(r4, q + (size_t)(b * T + t0 + r0) * D + h * HS, D, kT, Tp, HS, t0 + r0 + r4,
+                                        scale, s + (size_t)r0 * Tp, Tp);
                         }
+                        for (int r = 0; r < rb; r++)   /* e^(s − m), zero from the row's last key to nk */
+                            l[t0 + r] = cpu_softmax_causal_row(s + (size_t)r * Tp, t0 + r + 1, nk, inv + r);
                         contract_rows(rb, s, Tp, vT, HS, nk, inv, att + (size_t)(b * T + t0) * D + h * HS, D);
                     }
                     continue;
@@ -244,7 +314,7 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                 for (int t = 0; t < T; t++) {
                     const int n = t + 1;
                     float *o = att + (size_t)(b * T + t) * D + h * HS;
-                    scores(q + (size_t)(b * T + t) * D + h * HS, kT, Tp, HS, n, scale, s);
+                    scores_rows(1, q + (size_t)(b * T + t) * D + h * HS, D, kT, Tp, HS, n, scale, s, Tp);
                     l[t] = cpu_softmax_causal_row(s, n, n, inv);   /* e^(s − m), unnormalised */
                     contract(s, vT, Tp, HS, n, o);
                     for (int dd = 0; dd < HS; dd++) o[dd] *= inv[0];   /* HS multiplies instead of n */
@@ -280,19 +350,31 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                         /* rows t0.. of the block: P and dS over the block's keys u < nb (zero
                          * past each row's own last key), dQ per row */
                         const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb, nk = (nb + 1) & ~1;
+                        const size_t row0 = (size_t)(b * T + t0) * D + h * HS;
+                        for (int r0 = 0; r0 < rb; r0 += 4) {   /* scores_rows takes ≤ 4 rows */
+                            const int r4 = rb - r0 < 4 ? rb - r0 : 4;
+                            scores_rows(r4, q + row0 + (size_t)r0 * D, D, kT, Tp, HS, nb, scale, p + (size_t)r0 * Tp, Tp);
+                            scores_rows(r4, da + row0 + (size_t)r0 * D, D, vT, Tp, HS, nb, 1.0f, dp + (size_t)r0 * Tp, Tp);
+                        }
                         for (int r = 0; r < rb; r++) {
                             const int t = t0 + r, n = t + 1;
                             const size_t row = (size_t)(b * T + t) * D + h * HS;
                             float *pr = p + (size_t)r * Tp, *dpr = dp + (size_t)r * Tp;
-                            scores(q + row, kT, Tp, HS, n, scale, pr);
-                            scores(da + row, vT, Tp, HS, n, 1.0f, dpr);
                             cpu_softmax_grad_row(pr, dpr, n, nk, l[t], scale);
                             if (!pairs) contract(dpr, kT, Tp, HS, n, dq + row);
                         }
                         if (pairs)   /* dQ of the block's rows = dS·K on a register tile */
-                            contract_rows(rb, dp, Tp, ki, HS, nk, ones, dq + (size_t)(b * T + t0) * D + h * HS, D);
+                            for (int r0 = 0; r0 < rb; r0 += 8)   /* contract_rows takes ≤ 8 rows */
+                                contract_rows(rb - r0 < 8 ? rb - r0 : 8, dp + (size_t)r0 * Tp, Tp, ki, HS, nk, ones,
+                                              dq + (size_t)(b * T + t0 + r0) * D + h * HS, D);
                         /* dkT[d][u] += Σ_r q_r[d]·dS_r[u];  dvT[d][u] += Σ_r dA_r[d]·P_r[u]: one pass
                          * over the accumulators per block of rows instead of one per row */
+#ifdef HAVE_ACCUM_KV
+                        if (HS % 8 == 0) {
+                            accum_kv(rb, q + row0, da + row0, D, dp, p, Tp, HS, nb, dkT, dvT);
+                            continue;
+                        }
+#endif
                         for (int dd = 0; dd < HS; dd++) {
                             float qd[ATT_RB] = {0}, ad[ATT_RB] = {0};
                             for (int r = 0; r < rb; r++) {
