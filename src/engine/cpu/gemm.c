@@ -15,6 +15,9 @@
  * short, wide product instead (seq_small): A packed once per L2-sized K super-block, then
  * for each NR panel of C all the super-block's KC blocks, each B micro-panel packed just
  * before use, so C is written once per super-block and packed B never leaves L1.
+ * A third order serves the tall, narrow, short products (no transA, N ≤ 256, K ≤ 256:
+ * stories260K's projections): only B is packed, and the kernel reads A from its rows
+ * (run_direct_a).
  *
  * Packed layouts (w = MR for A, NR for B; zero-padded to w when the matrix edge cuts a panel):
  *   A micro-panel: pa[p*MR + i] = op(A)[ic+ir+i][pc+p]     (one column of MR values per k)
@@ -279,6 +282,25 @@ static void ukernel_avx512_8x32(int kc, const float *restrict pa, const float *r
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     Z_ST(0) Z_ST(1) Z_ST(2) Z_ST(3) Z_ST(4) Z_ST(5) Z_ST(6) Z_ST(7)
 }
+/* The same tile with A read straight from 8 rows of a row-major matrix (row i at a + i·lda,
+ * k along the row) instead of a packed panel: for the tall, narrow, short-K products where
+ * packing A costs as much as the product saves (gemm_direct_a below). */
+#define R_STEP(i) { __m512 ai = _mm512_set1_ps(a[(i) * lda + p]);                          \
+                    c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                       \
+                    c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b); }
+static void ukernel_avx512_8x32_rows(int kc, const float *restrict a, ptrdiff_t lda, const float *restrict pb,
+                                     float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
+    Z_DECL(0) Z_DECL(1) Z_DECL(2) Z_DECL(3) Z_DECL(4) Z_DECL(5) Z_DECL(6) Z_DECL(7)
+    Z_PF(0) Z_PF(1) Z_PF(2) Z_PF(3) Z_PF(4) Z_PF(5) Z_PF(6) Z_PF(7)
+#pragma GCC unroll 4
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(pb), b1 = _mm512_load_ps(pb + 16);
+        R_STEP(0) R_STEP(1) R_STEP(2) R_STEP(3) R_STEP(4) R_STEP(5) R_STEP(6) R_STEP(7)
+        pb += 32;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    Z_ST(0) Z_ST(1) Z_ST(2) Z_ST(3) Z_ST(4) Z_ST(5) Z_ST(6) Z_ST(7)
+}
 #endif /* GEMM_AVX512 */
 #endif /* GEMM_AVX2 */
 
@@ -425,18 +447,24 @@ static void pack_a_panels(const gemm_arch *ar, int transA, const float *A, ptrdi
     }
 }
 
+/* C[0:me, 0:ne] = alpha·t + beta·C for a tile t computed into a local buffer (row stride w) */
+static inline void merge_tile(const float *t, int w, float *c, ptrdiff_t ldc, int me, int ne, float alpha,
+                              float beta) {
+    for (int i = 0; i < me; i++) {
+        float *cr = c + (ptrdiff_t)i * ldc;
+        const float *tr = t + i * w;
+        if (beta == 0.0f) for (int j = 0; j < ne; j++) cr[j] = alpha * tr[j];
+        else              for (int j = 0; j < ne; j++) cr[j] = alpha * tr[j] + beta * cr[j];
+    }
+}
+
 /* One MR×NR tile; partial tiles go through a local buffer so the kernel sees full tiles. */
 static inline void tile(const gemm_arch *ar, int kc, const float *pa, const float *pb,
                         float *c, ptrdiff_t ldc, int me, int ne, float alpha, float beta) {
     if (me == ar->mr && ne == ar->nr) { ar->kern(kc, pa, pb, c, ldc, alpha, beta); return; }
     float t[GEMM_MAX_TILE] __attribute__((aligned(64)));
     ar->kern(kc, pa, pb, t, ar->nr, 1.0f, 0.0f);
-    for (int i = 0; i < me; i++) {
-        float *cr = c + (ptrdiff_t)i * ldc;
-        const float *tr = t + i * ar->nr;
-        if (beta == 0.0f) for (int j = 0; j < ne; j++) cr[j] = alpha * tr[j];
-        else              for (int j = 0; j < ne; j++) cr[j] = alpha * tr[j] + beta * cr[j];
-    }
+    merge_tile(t, ar->nr, c, ldc, me, ne, alpha, beta);
 }
 
 /* The packed-B micro-panel for the job's K block at pc (length kc) and its NR panel j. */
@@ -611,6 +639,65 @@ static int run_job(const gemm_job *jb) {
     return 0;
 }
 
+#ifdef GEMM_AVX512
+/* ---- tall, narrow, short products: A read in place ----------------------------------
+ * C[M,N] = alpha·A·op(B) + beta·C with A row-major (no transA), N ≤ 256 and K ≤ 256, as in
+ * stories260K's projections (M = 8192 tokens; N and K 32..172). The usual path packs all of
+ * A (M·K floats) for only ceil(N/32) ≤ 8 column panels, so the pack weighs about as much as
+ * the product. Here the kernel reads A straight from its rows (ukernel_avx512_8x32_rows) and
+ * only B is packed, once per call by the calling thread (K·N floats, ≤ 256 KB, then read by
+ * every thread); the threads take equal runs of 8-row strips. K is one block, so every C
+ * element sums the same products in the same order as the packed path: bit-identical
+ * results (bench/RESULTS.md, session 5, has the measurements). */
+static int direct_a_fits(const gemm_job *jb) {
+    return jb->ar->kern == ukernel_avx512_8x32 && !jb->transA && !jb->Bp && jb->N <= 256 && jb->K <= 256 &&
+           jb->M >= 64;
+}
+
+/* 8-row strips [s0, s1) of C against the packed B panels pb (panel j at pb + j·K·32) */
+static void direct_a_strips(const gemm_job *jb, const float *pb, int s0, int s1) {
+    const gemm_arch *ar = jb->ar;
+    const int M = jb->M, N = jb->N, K = jb->K, np = ceil_div(N, 32);
+    float t[8 * 32] __attribute__((aligned(64)));
+    float pa[8 * 256] __attribute__((aligned(64)));   /* the last strip when M is not a multiple of 8 */
+    for (int st = s0; st < s1; st++) {
+        const int i0 = st * 8, me = imin(8, M - i0);
+        const float *a = jb->A + (ptrdiff_t)i0 * jb->lda;
+        if (me < 8) pack_a_panels(ar, 0, jb->A, jb->lda, i0, me, 0, K, 0, 1, pa);
+        for (int j = 0; j < np; j++) {
+            const int ne = imin(32, N - j * 32);
+            const float *pbj = pb + (size_t)j * K * 32;
+            float *c = jb->C + (ptrdiff_t)i0 * jb->ldc + j * 32;
+            if (me < 8) {
+                tile(ar, K, pa, pbj, c, jb->ldc, me, ne, jb->alpha, jb->beta);
+            } else if (ne == 32) {
+                ukernel_avx512_8x32_rows(K, a, jb->lda, pbj, c, jb->ldc, jb->alpha, jb->beta);
+            } else {
+                ukernel_avx512_8x32_rows(K, a, jb->lda, pbj, t, 32, 1.0f, 0.0f);
+                merge_tile(t, 32, c, jb->ldc, 8, ne, jb->alpha, jb->beta);
+            }
+        }
+    }
+}
+
+static int run_direct_a(const gemm_job *jb, int nt) {
+    const int np = ceil_div(jb->N, 32), ms = ceil_div(jb->M, 8);
+    float *pb = scratch((size_t)jb->K * np * 32 + 16);
+    if (!pb) return -1;
+    pack_b_panels(jb->ar, jb->transB, jb->B, jb->ldb, 0, jb->N, 0, jb->K, 0, np, pb);
+    if (nt <= 1) {
+        direct_a_strips(jb, pb, 0, ms);
+        return 0;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int id = omp_get_thread_num(), n = omp_get_num_threads();
+        direct_a_strips(jb, pb, (int)((long)ms * id / n), (int)((long)ms * (id + 1) / n));
+    }
+    return 0;
+}
+#endif
+
 /* ---- threads ------------------------------------------------------------------------
  * Each thread computes its own part of C with the one-thread algorithm above and packs
  * everything it reads itself: no packed panel is shared, no barrier is needed. On this
@@ -640,6 +727,9 @@ static int run_job_threads(const gemm_job *jb) {
     const int M = jb->M, N = jb->N, K = jb->K;
     int nt = g_threads ? g_threads : omp_get_max_threads();
     if (omp_in_parallel() || 2.0 * M * N * K < GEMM_MT_MIN_FLOPS) nt = 1;
+#ifdef GEMM_AVX512
+    if (direct_a_fits(jb) && run_direct_a(jb, nt) == 0) return 0;
+#endif
     if (nt <= 1) return run_job(jb);
 
     const int mp = ceil_div(M, ar->mr), np = ceil_div(N, ar->nr);
