@@ -15,9 +15,10 @@
  * short, wide product instead (seq_small): A packed once per L2-sized K super-block, then
  * for each NR panel of C all the super-block's KC blocks, each B micro-panel packed just
  * before use, so C is written once per super-block and packed B never leaves L1.
- * A third order serves the tall, narrow, short products (no transA, N ≤ 256, K ≤ 256:
- * stories260K's projections): only B is packed, and the kernel reads A from its rows
- * (run_direct_a).
+ * Two more orders serve narrow layers (stories260K's), where packing costs about what it
+ * saves: tall, narrow, short products (no transA, N ≤ 256, K ≤ 256) pack only B and read A
+ * from its rows (run_direct_a); weight gradients with M, N ≤ 256 over a long K read both
+ * operands in place (seq_direct_ab).
  *
  * Packed layouts (w = MR for A, NR for B; zero-padded to w when the matrix edge cuts a panel):
  *   A micro-panel: pa[p*MR + i] = op(A)[ic+ir+i][pc+p]     (one column of MR values per k)
@@ -282,21 +283,24 @@ static void ukernel_avx512_8x32(int kc, const float *restrict pa, const float *r
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     Z_ST(0) Z_ST(1) Z_ST(2) Z_ST(3) Z_ST(4) Z_ST(5) Z_ST(6) Z_ST(7)
 }
-/* The same tile with A read straight from 8 rows of a row-major matrix (row i at a + i·lda,
- * k along the row) instead of a packed panel: for the tall, narrow, short-K products where
- * packing A costs as much as the product saves (gemm_direct_a below). */
-#define R_STEP(i) { __m512 ai = _mm512_set1_ps(a[(i) * lda + p]);                          \
+/* The same tile on operands read in place: A(i, p) at a[i·ars + p·aks] (broadcast) and
+ * B's row p at b + p·bks (two vectors, any alignment), for the products where packing
+ * costs as much as it saves (run_direct_a, seq_direct_ab below). */
+#define S_STEP(i) { __m512 ai = _mm512_set1_ps(a##i[ak]);                                  \
                     c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                       \
                     c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b); }
-static void ukernel_avx512_8x32_rows(int kc, const float *restrict a, ptrdiff_t lda, const float *restrict pb,
-                                     float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
+static void ukernel_avx512_8x32_strided(int kc, const float *restrict a, ptrdiff_t ars, ptrdiff_t aks,
+                                        const float *restrict b, ptrdiff_t bks, float *restrict c, ptrdiff_t ldc,
+                                        float alpha, float beta) {
+    const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars, *a4 = a + 4 * ars,
+                *a5 = a + 5 * ars, *a6 = a + 6 * ars, *a7 = a + 7 * ars;
     Z_DECL(0) Z_DECL(1) Z_DECL(2) Z_DECL(3) Z_DECL(4) Z_DECL(5) Z_DECL(6) Z_DECL(7)
     Z_PF(0) Z_PF(1) Z_PF(2) Z_PF(3) Z_PF(4) Z_PF(5) Z_PF(6) Z_PF(7)
+    ptrdiff_t ak = 0;
 #pragma GCC unroll 4
-    for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(pb), b1 = _mm512_load_ps(pb + 16);
-        R_STEP(0) R_STEP(1) R_STEP(2) R_STEP(3) R_STEP(4) R_STEP(5) R_STEP(6) R_STEP(7)
-        pb += 32;
+    for (int p = 0; p < kc; p++, ak += aks, b += bks) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        S_STEP(0) S_STEP(1) S_STEP(2) S_STEP(3) S_STEP(4) S_STEP(5) S_STEP(6) S_STEP(7)
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     Z_ST(0) Z_ST(1) Z_ST(2) Z_ST(3) Z_ST(4) Z_ST(5) Z_ST(6) Z_ST(7)
@@ -600,6 +604,57 @@ static int seq_small(const gemm_job *jb, int kcb) {
     return 0;
 }
 
+#ifdef GEMM_AVX512
+/* Weight gradients of narrow layers, dW[M,N] = dYᵀ·X with M, N ≤ 256 and a long K (the
+ * tokens): stories260K's dW products are 32..172 × 64..172 over 8192 tokens. Both operands
+ * are read in place, K block by K block (kc ≤ 256 rows of dY and X: ≤ 240 KB, in L2): A(i, p)
+ * = dY[p][i] by broadcasts along a row of dY (ars = 1, aks = lda), B's row p = X[p][j0:j0+32].
+ * Only a partial row strip (M mod 8) or column panel (N mod 32) is packed, zero-padded, so no
+ * read goes past the matrices. Each C element sums its products in the same order as the
+ * packed path (bench/RESULTS.md, session 5). */
+static int direct_ab_fits(const gemm_job *jb) {
+    return jb->ar->kern == ukernel_avx512_8x32 && jb->transA && !jb->transB && !jb->Bp && jb->M <= 256 &&
+           jb->N <= 256 && jb->K >= 512;
+}
+
+static int seq_direct_ab(const gemm_job *jb, int kcb) {
+    const gemm_arch *ar = jb->ar;
+    const int M = jb->M, N = jb->N, K = jb->K, jl = N / 32 * 32;   /* jl: the partial panel's column */
+    float *buf = scratch((size_t)kcb * 32 + (size_t)kcb * 8 + 16);
+    if (!buf) return -1;
+    float *pbe = buf, *pae = buf + (size_t)kcb * 32;   /* edge panel of B [kc][32], edge strip of A [kc][8] */
+    float t[8 * 32] __attribute__((aligned(64)));
+    for (int pc = 0; pc < K; pc += kcb) {
+        const int kc = imin(kcb, K - pc);
+        const float beta = pc == 0 ? jb->beta : 1.0f;
+        const float *Ak = jb->A + (ptrdiff_t)pc * jb->lda, *Bk = jb->B + (ptrdiff_t)pc * jb->ldb;
+        if (jl < N) pack_b_panels(ar, 0, jb->B, jb->ldb, jl, N - jl, pc, kc, 0, 1, pbe);
+        for (int i0 = 0; i0 < M; i0 += 8) {
+            const int me = imin(8, M - i0);
+            const float *a = Ak + i0;
+            ptrdiff_t ars = 1, aks = jb->lda;
+            if (me < 8) {
+                pack_a_panels(ar, 1, jb->A, jb->lda, i0, me, pc, kc, 0, 1, pae);
+                a = pae, aks = 8;
+            }
+            for (int j0 = 0; j0 < N; j0 += 32) {
+                const int ne = imin(32, N - j0);
+                const float *b = j0 < jl ? Bk + j0 : pbe;
+                const ptrdiff_t bks = j0 < jl ? jb->ldb : 32;
+                float *c = jb->C + (ptrdiff_t)i0 * jb->ldc + j0;
+                if (me == 8 && ne == 32) {
+                    ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, c, jb->ldc, jb->alpha, beta);
+                } else {
+                    ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, t, 32, 1.0f, 0.0f);
+                    merge_tile(t, 32, c, jb->ldc, me, ne, jb->alpha, beta);
+                }
+            }
+        }
+    }
+    return 0;
+}
+#endif
+
 /* Both operands packed by the caller (gemm_f32_pp): per K super-block (all M rows of as
  * many KC blocks as fit 3/4 of the L2), each NR panel of C runs through the super-block's KC
  * blocks down the M rows, as in seq_small, so a C strip is finished while it is in cache. */
@@ -626,6 +681,9 @@ static void seq_pp(const gemm_arch *ar, int M, int N, int K, int kcb, float alph
 
 static int seq_job(const gemm_job *jb) {
     int kcb = jb->Bp ? jb->Bp->kcb : block_size(jb->K, jb->ar->kc, 8);
+#ifdef GEMM_AVX512
+    if (direct_ab_fits(jb)) return seq_direct_ab(jb, kcb);
+#endif
     if (jb->M <= round_up(jb->ar->mc, jb->ar->mr)) return seq_small(jb, kcb);
     return seq_blis(jb, kcb);
 }
@@ -644,7 +702,7 @@ static int run_job(const gemm_job *jb) {
  * C[M,N] = alpha·A·op(B) + beta·C with A row-major (no transA), N ≤ 256 and K ≤ 256, as in
  * stories260K's projections (M = 8192 tokens; N and K 32..172). The usual path packs all of
  * A (M·K floats) for only ceil(N/32) ≤ 8 column panels, so the pack weighs about as much as
- * the product. Here the kernel reads A straight from its rows (ukernel_avx512_8x32_rows) and
+ * the product. Here the kernel reads A straight from its rows (ukernel_avx512_8x32_strided) and
  * only B is packed, once per call by the calling thread (K·N floats, ≤ 256 KB, then read by
  * every thread); the threads take equal runs of 8-row strips. K is one block, so every C
  * element sums the same products in the same order as the packed path: bit-identical
@@ -671,9 +729,9 @@ static void direct_a_strips(const gemm_job *jb, const float *pb, int s0, int s1)
             if (me < 8) {
                 tile(ar, K, pa, pbj, c, jb->ldc, me, ne, jb->alpha, jb->beta);
             } else if (ne == 32) {
-                ukernel_avx512_8x32_rows(K, a, jb->lda, pbj, c, jb->ldc, jb->alpha, jb->beta);
+                ukernel_avx512_8x32_strided(K, a, jb->lda, 1, pbj, 32, c, jb->ldc, jb->alpha, jb->beta);
             } else {
-                ukernel_avx512_8x32_rows(K, a, jb->lda, pbj, t, 32, 1.0f, 0.0f);
+                ukernel_avx512_8x32_strided(K, a, jb->lda, 1, pbj, 32, t, 32, 1.0f, 0.0f);
                 merge_tile(t, 32, c, jb->ldc, 8, ne, jb->alpha, jb->beta);
             }
         }
