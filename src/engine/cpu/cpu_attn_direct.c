@@ -137,13 +137,15 @@ static inline __attribute__((always_inline)) void scores_rows_r(const int R, con
     }
 }
 
-/* R ≤ 4 rows (the callers' blocks of ATT_RB, or ATT_FB taken 4 at a time) */
+/* any number of rows, 4 at a time */
 static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
                         float *s, size_t lds) {
-    switch (R) {
+    for (int r0 = 0; r0 < R; r0 += 4, x += 4 * ldx, s += 4 * lds) {
+        switch (R - r0 < 4 ? R - r0 : 4) {
 #define SR(m) case m: scores_rows_r(m, x, ldx, kT, Tp, HS, n, scale, s, lds); break;
-    SR(1) SR(2) SR(3) SR(4)
+        SR(1) SR(2) SR(3) SR(4)
 #undef SR
+        }
     }
 }
 
@@ -232,12 +234,15 @@ static inline __attribute__((always_inline)) void contract_rows_r(const int R, c
     }
 }
 
+/* any number of rows, 8 at a time */
 static void contract_rows(int R, const float *w, int ldw, const float *xi, int HS, int nk, const float *scl,
                           float *out, size_t ldo) {
-    switch (R) {
+    for (int r0 = 0; r0 < R; r0 += 8, w += (size_t)8 * ldw, scl += 8, out += 8 * ldo) {
+        switch (R - r0 < 8 ? R - r0 : 8) {
 #define CR(n) case n: contract_rows_r(n, w, ldw, xi, HS, nk, scl, out, ldo); break;
-    CR(1) CR(2) CR(3) CR(4) CR(5) CR(6) CR(7) CR(8)
+        CR(1) CR(2) CR(3) CR(4) CR(5) CR(6) CR(7) CR(8)
 #undef CR
+        }
     }
 }
 #else
@@ -279,47 +284,48 @@ static inline void contract(const float *w, const float *xT, int Tp, int HS, int
 }
 #endif
 
+/* One query head against its kv head's layouts (kT; vT as key pairs when pairs, else
+ * transposed): q, att at the head's first row (rows D apart), l its lse row; s, inv scratch. */
+static void fwd_head(const float *q, float *att, float *l, int D, int T, int HS, int Tp, float scale, int pairs,
+                     const float *kT, const float *vT, float *s, float *inv) {
+    if (pairs) {   /* blocks of ATT_FB rows: scores, softmax rows, then P·V on a register tile */
+        for (int t0 = 0; t0 < T; t0 += ATT_FB) {
+            const int rb = T - t0 < ATT_FB ? T - t0 : ATT_FB, nk = (t0 + rb + 1) & ~1;
+            scores_rows(rb, q + (size_t)t0 * D, D, kT, Tp, HS, t0 + rb, scale, s, Tp);
+            for (int r = 0; r < rb; r++)   /* e^(s − m), zero from the row's last key to nk */
+                l[t0 + r] = cpu_softmax_causal_row(s + (size_t)r * Tp, t0 + r + 1, nk, inv + r);
+            contract_rows(rb, s, Tp, vT, HS, nk, inv, att + (size_t)t0 * D, D);
+        }
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        const int n = t + 1;
+        float *o = att + (size_t)t * D;
+        scores_rows(1, q + (size_t)t * D, D, kT, Tp, HS, n, scale, s, Tp);
+        l[t] = cpu_softmax_causal_row(s, n, n, inv);   /* e^(s − m), unnormalised */
+        contract(s, vT, Tp, HS, n, o);
+        for (int dd = 0; dd < HS; dd++) o[dd] *= inv[0];   /* HS multiplies instead of n */
+    }
+}
+
 void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, float *att,
                          float *lse) {
-    const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD;
-    const int group = NH / d->NKV, Tp = pad16(T);
+    const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
+    const int group = NH / NKV, Tp = pad16(T), pairs = pairs_fit(HS);
     const float scale = 1.0f / sqrtf((float)HS);
-    const int pairs = pairs_fit(HS);
 #pragma omp parallel
     {
         float *kT = cpu_thread_scratch(e, ((size_t)2 * HS * Tp + (size_t)ATT_FB * Tp + ATT_FB) * sizeof(float));
         float *vT = kT + (size_t)HS * Tp, *s = vT + (size_t)HS * Tp, *inv = s + (size_t)ATT_FB * Tp;
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
-            for (int g = 0; g < d->NKV; g++) {   /* K and V laid out once for the group's heads */
+            for (int g = 0; g < NKV; g++) {   /* K and V laid out once for the group's heads */
                 transpose_in(k + (size_t)b * T * KVD + g * HS, KVD, T, HS, kT, Tp);
                 if (pairs) interleave_pairs(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
                 else transpose_in(v + (size_t)b * T * KVD + g * HS, KVD, T, HS, vT, Tp);
-                for (int h = g * group; h < (g + 1) * group; h++) {
-                float *l = lse + ((size_t)b * NH + h) * T;
-                if (pairs) {   /* blocks of ATT_FB rows: softmax rows, then P·V on a register tile */
-                    for (int t0 = 0; t0 < T; t0 += ATT_FB) {
-                        const int rb = T - t0 < ATT_FB ? T - t0 : ATT_FB, nk = (t0 + rb + 1) & ~1;
-                        for (int r0 = 0; r0 < rb; r0 += 4) {   /* scores of 4 rows at a time */
-                            const int r4 = rb - r0 < 4 ? rb - r0 : 4;
-                            scores_rows(r4, q + (size_t)(b * T + t0 + r0) * D + h * HS, D, kT, Tp, HS, t0 + r0 + r4,
-                                        scale, s + (size_t)r0 * Tp, Tp);
-                        }
-                        for (int r = 0; r < rb; r++)   /* e^(s − m), zero from the row's last key to nk */
-                            l[t0 + r] = cpu_softmax_causal_row(s + (size_t)r * Tp, t0 + r + 1, nk, inv + r);
-                        contract_rows(rb, s, Tp, vT, HS, nk, inv, att + (size_t)(b * T + t0) * D + h * HS, D);
-                    }
-                    continue;
-                }
-                for (int t = 0; t < T; t++) {
-                    const int n = t + 1;
-                    float *o = att + (size_t)(b * T + t) * D + h * HS;
-                    scores_rows(1, q + (size_t)(b * T + t) * D + h * HS, D, kT, Tp, HS, n, scale, s, Tp);
-                    l[t] = cpu_softmax_causal_row(s, n, n, inv);   /* e^(s − m), unnormalised */
-                    contract(s, vT, Tp, HS, n, o);
-                    for (int dd = 0; dd < HS; dd++) o[dd] *= inv[0];   /* HS multiplies instead of n */
-                }
-                }
+                for (int h = g * group; h < (g + 1) * group; h++)
+                    fwd_head(q + (size_t)b * T * D + h * HS, att + (size_t)b * T * D + h * HS,
+                             lse + ((size_t)b * NH + h) * T, D, T, HS, Tp, scale, pairs, kT, vT, s, inv);
             }
     }
 }
@@ -351,11 +357,8 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                          * past each row's own last key), dQ per row */
                         const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb, nk = (nb + 1) & ~1;
                         const size_t row0 = (size_t)(b * T + t0) * D + h * HS;
-                        for (int r0 = 0; r0 < rb; r0 += 4) {   /* scores_rows takes ≤ 4 rows */
-                            const int r4 = rb - r0 < 4 ? rb - r0 : 4;
-                            scores_rows(r4, q + row0 + (size_t)r0 * D, D, kT, Tp, HS, nb, scale, p + (size_t)r0 * Tp, Tp);
-                            scores_rows(r4, da + row0 + (size_t)r0 * D, D, vT, Tp, HS, nb, 1.0f, dp + (size_t)r0 * Tp, Tp);
-                        }
+                        scores_rows(rb, q + row0, D, kT, Tp, HS, nb, scale, p, Tp);
+                        scores_rows(rb, da + row0, D, vT, Tp, HS, nb, 1.0f, dp, Tp);
                         for (int r = 0; r < rb; r++) {
                             const int t = t0 + r, n = t + 1;
                             const size_t row = (size_t)(b * T + t) * D + h * HS;
@@ -364,9 +367,7 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                             if (!pairs) contract(dpr, kT, Tp, HS, n, dq + row);
                         }
                         if (pairs)   /* dQ of the block's rows = dS·K on a register tile */
-                            for (int r0 = 0; r0 < rb; r0 += 8)   /* contract_rows takes ≤ 8 rows */
-                                contract_rows(rb - r0 < 8 ? rb - r0 : 8, dp + (size_t)r0 * Tp, Tp, ki, HS, nk, ones,
-                                              dq + (size_t)(b * T + t0 + r0) * D + h * HS, D);
+                            contract_rows(rb, dp, Tp, ki, HS, nk, ones, dq + row0, D);
                         /* dkT[d][u] += Σ_r q_r[d]·dS_r[u];  dvT[d][u] += Σ_r dA_r[d]·P_r[u]: one pass
                          * over the accumulators per block of rows instead of one per row */
 #ifdef HAVE_ACCUM_KV
