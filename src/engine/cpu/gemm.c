@@ -975,34 +975,34 @@ static void copy_rows(int n, int K, int t, const float *X, int ld, float *dst) {
         for (int p = 0; p < K; p++) dst[(size_t)i * K + p] = t ? X[(ptrdiff_t)p * ld + i] : X[(ptrdiff_t)i * ld + p];
 }
 
-void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, const float *A, int lda,
-                      float *dst) {
+/* Either operand, K block by K block (block pc at dst + pc·npad·w, as gemm.h lays out): the
+ * n rows of op(A) in MR-wide panels, or the n columns of op(B) in NR-wide panels. */
+static void pack_k_blocks(const gemm_layout *lo, int is_b, int trans, int n, int K, int kcb, const float *X, int ld,
+                          float *dst) {
     const gemm_arch *ar = lo->arch;
 #ifdef GEMM_AVX2
     if (ar->kern) {
-        const int mp = ceil_div(M, ar->mr);
-        for (int pc = 0; pc < K; pc += kcb)
-            pack_a_panels(ar, transA, A, lda, 0, M, pc, imin(kcb, K - pc), 0, mp, dst + (size_t)pc * mp * ar->mr);
+        const int w = is_b ? ar->nr : ar->mr, np = ceil_div(n, w);
+        for (int pc = 0; pc < K; pc += kcb) {
+            float *blk = dst + (size_t)pc * np * w;
+            if (is_b) pack_b_panels(ar, trans, X, ld, 0, n, pc, imin(kcb, K - pc), 0, np, blk);
+            else      pack_a_panels(ar, trans, X, ld, 0, n, pc, imin(kcb, K - pc), 0, np, blk);
+        }
         return;
     }
 #endif
     (void)ar; (void)kcb;
-    copy_rows(M, K, transA, A, lda, dst);
+    copy_rows(n, K, is_b ? !trans : trans, X, ld, dst);
+}
+
+void gemm_pack_a_into(const gemm_layout *lo, int transA, int M, int K, int kcb, const float *A, int lda,
+                      float *dst) {
+    pack_k_blocks(lo, 0, transA, M, K, kcb, A, lda, dst);
 }
 
 void gemm_pack_b_into(const gemm_layout *lo, int transB, int K, int N, int kcb, const float *B, int ldb,
                       float *dst) {
-    const gemm_arch *ar = lo->arch;
-#ifdef GEMM_AVX2
-    if (ar->kern) {
-        const int np = ceil_div(N, ar->nr);
-        for (int pc = 0; pc < K; pc += kcb)
-            pack_b_panels(ar, transB, B, ldb, 0, N, pc, imin(kcb, K - pc), 0, np, dst + (size_t)pc * np * ar->nr);
-        return;
-    }
-#endif
-    (void)ar; (void)kcb;
-    copy_rows(N, K, !transB, B, ldb, dst);
+    pack_k_blocks(lo, 1, transB, N, K, kcb, B, ldb, dst);
 }
 
 void gemm_f32_pp(const gemm_layout *lo, int M, int N, int K, int kcb, float alpha, const float *pa,
