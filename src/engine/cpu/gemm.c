@@ -605,6 +605,20 @@ static int seq_small(const gemm_job *jb, int kcb) {
 }
 
 #ifdef GEMM_AVX512
+/* One 8×32 tile on operands read in place (ukernel_avx512_8x32_strided's strides); a partial
+ * tile (me < 8 rows or ne < 32 columns, its operands zero-padded by the caller) goes through
+ * a local buffer: the strided counterpart of tile(). */
+static inline void strided_tile(int kc, const float *a, ptrdiff_t ars, ptrdiff_t aks, const float *b, ptrdiff_t bks,
+                                float *c, ptrdiff_t ldc, int me, int ne, float alpha, float beta) {
+    if (me == 8 && ne == 32) {
+        ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, c, ldc, alpha, beta);
+        return;
+    }
+    float t[8 * 32] __attribute__((aligned(64)));
+    ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, t, 32, 1.0f, 0.0f);
+    merge_tile(t, 32, c, ldc, me, ne, alpha, beta);
+}
+
 /* Weight gradients of narrow layers, dW[M,N] = dYᵀ·X with M, N ≤ 256 and a long K (the
  * tokens): stories260K's dW products are 32..172 × 64..172 over 8192 tokens. Both operands
  * are read in place, K block by K block (kc ≤ 256 rows of dY and X: ≤ 240 KB, in L2): A(i, p)
@@ -623,7 +637,6 @@ static int seq_direct_ab(const gemm_job *jb, int kcb) {
     float *buf = scratch((size_t)kcb * 32 + (size_t)kcb * 8 + 16);
     if (!buf) return -1;
     float *pbe = buf, *pae = buf + (size_t)kcb * 32;   /* edge panel of B [kc][32], edge strip of A [kc][8] */
-    float t[8 * 32] __attribute__((aligned(64)));
     for (int pc = 0; pc < K; pc += kcb) {
         const int kc = imin(kcb, K - pc);
         const float beta = pc == 0 ? jb->beta : 1.0f;
@@ -641,13 +654,8 @@ static int seq_direct_ab(const gemm_job *jb, int kcb) {
                 const int ne = imin(32, N - j0);
                 const float *b = j0 < jl ? Bk + j0 : pbe;
                 const ptrdiff_t bks = j0 < jl ? jb->ldb : 32;
-                float *c = jb->C + (ptrdiff_t)i0 * jb->ldc + j0;
-                if (me == 8 && ne == 32) {
-                    ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, c, jb->ldc, jb->alpha, beta);
-                } else {
-                    ukernel_avx512_8x32_strided(kc, a, ars, aks, b, bks, t, 32, 1.0f, 0.0f);
-                    merge_tile(t, 32, c, jb->ldc, me, ne, jb->alpha, beta);
-                }
+                strided_tile(kc, a, ars, aks, b, bks, jb->C + (ptrdiff_t)i0 * jb->ldc + j0, jb->ldc, me, ne,
+                             jb->alpha, beta);
             }
         }
     }
@@ -714,27 +722,19 @@ static int direct_a_fits(const gemm_job *jb) {
 
 /* 8-row strips [s0, s1) of C against the packed B panels pb (panel j at pb + j·K·32) */
 static void direct_a_strips(const gemm_job *jb, const float *pb, int s0, int s1) {
-    const gemm_arch *ar = jb->ar;
     const int M = jb->M, N = jb->N, K = jb->K, np = ceil_div(N, 32);
-    float t[8 * 32] __attribute__((aligned(64)));
     float pa[8 * 256] __attribute__((aligned(64)));   /* the last strip when M is not a multiple of 8 */
     for (int st = s0; st < s1; st++) {
         const int i0 = st * 8, me = imin(8, M - i0);
         const float *a = jb->A + (ptrdiff_t)i0 * jb->lda;
-        if (me < 8) pack_a_panels(ar, 0, jb->A, jb->lda, i0, me, 0, K, 0, 1, pa);
-        for (int j = 0; j < np; j++) {
-            const int ne = imin(32, N - j * 32);
-            const float *pbj = pb + (size_t)j * K * 32;
-            float *c = jb->C + (ptrdiff_t)i0 * jb->ldc + j * 32;
-            if (me < 8) {
-                tile(ar, K, pa, pbj, c, jb->ldc, me, ne, jb->alpha, jb->beta);
-            } else if (ne == 32) {
-                ukernel_avx512_8x32_strided(K, a, jb->lda, 1, pbj, 32, c, jb->ldc, jb->alpha, jb->beta);
-            } else {
-                ukernel_avx512_8x32_strided(K, a, jb->lda, 1, pbj, 32, t, 32, 1.0f, 0.0f);
-                merge_tile(t, 32, c, jb->ldc, 8, ne, jb->alpha, jb->beta);
-            }
+        ptrdiff_t ars = jb->lda, aks = 1;
+        if (me < 8) {   /* packed and zero-padded: A(i, p) at pa[p·8 + i] */
+            pack_a_panels(jb->ar, 0, jb->A, jb->lda, i0, me, 0, K, 0, 1, pa);
+            a = pa, ars = 1, aks = 8;
         }
+        for (int j = 0; j < np; j++)
+            strided_tile(K, a, ars, aks, pb + (size_t)j * K * 32, 32, jb->C + (ptrdiff_t)i0 * jb->ldc + j * 32,
+                         jb->ldc, me, imin(32, N - j * 32), jb->alpha, jb->beta);
     }
 }
 
