@@ -18,10 +18,12 @@
  * its own part of C; no barriers). Without AVX2+FMA it calls cblas_sgemm. Called from
  * inside an OpenMP parallel region it runs single-threaded. Thread-safe: each calling
  * thread keeps its own packing scratch (≤ ~5 MB, kept for reuse, never freed).
- * Deterministic: the same shapes and thread count give bit-identical results run to run
- * (the work split depends only on shapes and thread count, no atomics). Row/column splits
- * also match the 1-thread result bit for bit; a K split (chosen when M·N is small and K
- * long, e.g. the stories15M/260K dW shapes) differs from it by rounding.
+ * Deterministic: the same shapes and thread count give bit-identical results run to run.
+ * Row/column splits hand out their blocks of C at run time (a thread that finishes early
+ * takes the rest of a slower one's part), but every element is computed the same way
+ * whichever thread computes it, so they match the 1-thread result bit for bit; a K split
+ * (chosen when M·N is small and K long, e.g. the stories15M/260K dW shapes) is static and
+ * differs from the 1-thread result by rounding.
  * Measured against OpenBLAS on every training shape: bench/RESULTS.md.
  */
 #ifndef FABLE_GEMM_H
@@ -32,6 +34,12 @@
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+
+/* For tests of the run-time split: threads other than 0 spin `us` µs before each block of C
+ * they take (0: off), so that thread 0 takes over their blocks; gemm_test_steals returns
+ * how many blocks were taken from another thread's part since the last call. */
+void gemm_test_skew(int us);
+long gemm_test_steals(void);
 
 /* ---- pre-packed B ------------------------------------------------------------
  * A weight matrix is the B operand of the forward (transB = 1) and dx (transB = 0)

@@ -271,6 +271,50 @@ static double real_shapes(int prepacked) {
     return worst;
 }
 
+/* The run-time split (gemm.c, "work shared at run time"): with threads other than 0 held
+ * back (gemm_test_skew), thread 0 takes over their blocks of C, including blocks whose
+ * earlier K pass another thread ran; the result must still match the 1-thread product bit
+ * for bit, and blocks must actually have changed hands. Shapes: the N split of short
+ * products (one and several K super-blocks; AVX-512 only: the AVX2 kernel's MC block is
+ * shorter than 256 rows, so these split statically there) and the M split of tall ones (one
+ * and several K blocks), real and odd sizes. */
+static void shared_split(void) {
+    static const int sh[][5] = {     /* transA, transB, M, N, K */
+        {0, 1, 256, 768, 768}, {1, 0, 768, 768, 256}, {0, 0, 256, 768, 2048},
+        {0, 1, 200, 1000, 1500}, {0, 1, 1024, 768, 768}, {1, 0, 1000, 333, 700},
+    };
+    const int n = quick ? 3 : (int)(sizeof sh / sizeof sh[0]);
+    gemm_test_steals();
+    long steals = 0;
+    for (int s = 0; s < n; s++) {
+        const int tA = sh[s][0], tB = sh[s][1], M = sh[s][2], N = sh[s][3], K = sh[s][4];
+        mat A = tA ? mat_new(K, M, M) : mat_new(M, K, K);
+        mat B = tB ? mat_new(N, K, K) : mat_new(K, N, N);
+        mat C = mat_new(M, N, N);
+        const size_t nc = mat_n(&C);
+        float *ref = malloc(nc * sizeof(float)), *c0 = malloc(nc * sizeof(float));
+        memcpy(c0, C.p, nc * sizeof(float));
+        gemm_set_threads(1);
+        gemm_f32(tA, tB, M, N, K, 0.5f, A.p, A.ld, B.p, B.ld, 1.0f, C.p, C.ld);
+        memcpy(ref, C.p, nc * sizeof(float));
+        for (int nt = 2; nt <= 3; nt++) {
+            memcpy(C.p, c0, nc * sizeof(float));
+            gemm_set_threads(nt);
+            gemm_test_skew(300);
+            gemm_f32(tA, tB, M, N, K, 0.5f, A.p, A.ld, B.p, B.ld, 1.0f, C.p, C.ld);
+            gemm_test_skew(0);
+            steals += gemm_test_steals();
+            CHECK(memcmp(C.p, ref, nc * sizeof(float)) == 0,
+                  "%s tA=%d tB=%d M=%d N=%d K=%d, %d threads, one held back: differs from 1 thread",
+                  gemm_kernel_name(), tA, tB, M, N, K, nt);
+        }
+        free(A.p); free(B.p); free(C.p); free(ref); free(c0);
+    }
+    gemm_set_threads(0);
+    if (strcmp(gemm_kernel_name(), "blas") != 0)
+        CHECK(steals > 0, "%s: no block of C changed threads although threads 1.. were held back", gemm_kernel_name());
+}
+
 int main(void) {
     quick = getenv("FABLE_TEST_QUICK") != NULL;
     static const char *kernels[] = {"avx512", "avx2", "blas"};
@@ -285,6 +329,7 @@ int main(void) {
         nested();
         double wp = prepacked_cases();
         double wc = caller_packed_cases();
+        shared_split();
         double wr = real_shapes(0);
         double wrp = (k < 2 || !quick) ? real_shapes(1) : 0;
         fprintf(stderr, "kernel %-6s worst rel err: odd sizes %.2g/%.2g (1/2 thr), block edges %.2g, "

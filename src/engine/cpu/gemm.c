@@ -53,8 +53,10 @@
  * into one part per thread — rows, columns, or K with a reduction, whichever an estimate
  * says is cheapest — and each thread runs the one-thread algorithm on its part, packing
  * what it reads into its own buffers: no shared packed data, no barrier (see "threads"
- * below for why and the estimate). A pre-packed B is read-only and shared by all threads.
- * Called inside a parallel region: one thread.
+ * below for why and the estimate). Row and column parts are handed out at run time where
+ * the sequential order allows it: a thread that finishes early takes over the end of a
+ * slower thread's part ("work shared at run time"). A pre-packed B is read-only and shared
+ * by all threads. Called inside a parallel region: one thread.
  *
  * Edges: packing zero-pads partial panels; a partial C tile is computed into a local MR×NR
  * buffer and merged, so the kernel itself only ever sees full tiles. K needs no padding.
@@ -66,6 +68,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -82,6 +85,7 @@
 
 /* ---- small helpers ------------------------------------------------------------ */
 static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 static inline int round_up(int a, int m) { return ceil_div(a, m) * m; }
 
@@ -378,17 +382,31 @@ struct gemm_packed {
  * (allocating a fresh 4 MB block each call costs ~1000 page faults, ~0.3 ms). */
 typedef struct { float *p; size_t n; } tl_buf;
 
+static _Thread_local tl_buf tl_scratch; /* packing buffers */
+static _Thread_local tl_buf tl_ktemp;   /* partial products of a K split */
+
+/* Freed when their thread exits (a larger team's extra threads may be let go by the
+ * OpenMP runtime): a pthread key whose destructor runs in the exiting thread. */
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static void tl_release(void *unused) {
+    (void)unused;
+    fb_free(tl_scratch.p);
+    fb_free(tl_ktemp.p);
+    tl_scratch = tl_ktemp = (tl_buf){0};
+}
+static void tl_key_make(void) { pthread_key_create(&tl_key, tl_release); }
+
 /* buf grown to at least nfloats (contents not kept); NULL when that cannot be allocated */
 static float *tl_grow(tl_buf *buf, size_t nfloats) {
     if (nfloats <= buf->n) return buf->p;
+    pthread_once(&tl_once, tl_key_make);
+    pthread_setspecific(tl_key, buf);   /* any non-NULL value: the destructor frees both */
     fb_free(buf->p);
     buf->p = fb_alloc(nfloats * sizeof(float));
     buf->n = buf->p ? nfloats : 0;
     return buf->p;
 }
-
-static _Thread_local tl_buf tl_scratch; /* packing buffers */
-static _Thread_local tl_buf tl_ktemp;   /* partial products of a K split */
 
 static float *scratch(size_t nfloats) { return tl_grow(&tl_scratch, nfloats); }
 static float *ktemp(size_t nfloats) { return tl_grow(&tl_ktemp, nfloats); }
@@ -416,7 +434,87 @@ typedef struct {
     const gemm_packed *Bp;              /* pre-packed B, or NULL */
     int bp_j, bp_k;                     /* this job's first NR panel / first k in Bp */
     float *C; ptrdiff_t ldc;
+    struct gemm_claims *cl;             /* shared work list (dynamic split), or NULL */
 } gemm_job;
+
+/* ---- work shared at run time (dynamic split) -----------------------------------------
+ * A product is cut into units (seq_small: the NR column panels of C; seq_blis: row blocks of
+ * C). Each thread of the team owns the units the static split would give it, a contiguous
+ * range, and takes them from the front; a thread that has finished its own range takes
+ * units from the back of another's. When the cores run evenly nobody steals and each thread
+ * reads exactly what it would in the static split; when one runs slower (on this shared VM
+ * one vCPU often runs 20–40% behind the other for minutes) its partner takes over the end of
+ * its range instead of idling at the join. Each thread still packs everything it reads
+ * itself; a unit is computed exactly as in the static split (same blocks, same order of
+ * sums), so results are bit-identical, whichever thread takes it.
+ * The K blocks of a unit (seq_small's super-blocks, seq_blis's (jc, pc) blocks) are passes,
+ * each with its own ranges; a unit's pass s may start only after its pass s − 1 has finished
+ * (C is accumulated over the passes): done[u] counts the finished passes, and a thread that
+ * takes a unit whose previous pass is still running on another core waits for it. */
+#define GEMM_CLAIM_UNITS 512
+#define GEMM_CLAIM_PASSES 32
+#define GEMM_CLAIM_THREADS 8
+typedef struct gemm_claims {
+    /* per pass and owner: the range left, front | back << 16 (units < 65536) */
+    _Atomic uint32_t range[GEMM_CLAIM_PASSES][GEMM_CLAIM_THREADS];
+    _Atomic int done[GEMM_CLAIM_UNITS];     /* per unit: passes finished */
+    int units, unit_rows, nt;               /* unit_rows: seq_blis's rows per unit */
+} gemm_claims;
+
+/* Take up to `maxrun` contiguous units of range r: from the front (the owner: 3/4 of what
+ * is left, so the rest stays open to others) or one from the back (another thread).
+ * Returns the first unit, *n the count; −1 when the range is empty. */
+static int take_range(_Atomic uint32_t *r, int own, int maxrun, int *n) {
+    uint32_t v = atomic_load_explicit(r, memory_order_relaxed);
+    for (;;) {
+        const int f = (int)(v & 0xffff), b = (int)(v >> 16);
+        if (f >= b) return -1;
+        const int k = own ? imin(maxrun, imax(1, (b - f) * 3 / 4)) : 1;
+        const uint32_t nv = own ? (uint32_t)(f + k) | (uint32_t)b << 16 : (uint32_t)f | (uint32_t)(b - k) << 16;
+        if (atomic_compare_exchange_weak_explicit(r, &v, nv, memory_order_relaxed, memory_order_relaxed)) {
+            *n = k;
+            return own ? f : b - k;
+        }
+    }
+}
+
+static _Atomic int g_skew_us = 0;      /* gemm_test_skew */
+static _Atomic long g_steals = 0;
+
+/* The next units to work on in pass `pass` after unit `prev` (−1: the first): *n contiguous
+ * units from the returned one, −1 when none is left. Without shared ranges, the units in
+ * order, one at a time (one thread's whole part). */
+static int claim_units(const gemm_job *jb, int pass, int prev, int units, int maxrun, int *n) {
+    *n = 1;
+    if (!jb->cl) return prev + 1 < units ? prev + 1 : -1;
+    const gemm_claims *cl = jb->cl;
+    const int t = omp_get_thread_num();
+    _Atomic uint32_t *rg = jb->cl->range[pass];
+    const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
+    if (skew && t > 0)
+        for (double t0 = fb_now(); fb_now() - t0 < skew * 1e-6;) _mm_pause();
+    int u = t < cl->nt ? take_range(&rg[t], 1, maxrun, n) : -1;
+    for (int i = 1; u < 0 && i < cl->nt; i++) {
+        u = take_range(&rg[(t + i) % cl->nt], 0, maxrun, n);
+        if (u >= 0) atomic_fetch_add_explicit(&g_steals, 1, memory_order_relaxed);
+    }
+    return u;
+}
+
+static int claim_unit(const gemm_job *jb, int pass, int prev, int units) {
+    int n;
+    return claim_units(jb, pass, prev, units, 1, &n);
+}
+
+/* Before unit u's pass `pass`: wait for its pass − 1 (another thread may still run it). */
+static void unit_wait(const gemm_job *jb, int u, int pass) {
+    if (!jb->cl || pass == 0) return;
+    while (atomic_load_explicit(&jb->cl->done[u], memory_order_acquire) < pass) _mm_pause();
+}
+
+static void unit_done(const gemm_job *jb, int u, int pass) {
+    if (jb->cl) atomic_store_explicit(&jb->cl->done[u], pass + 1, memory_order_release);
+}
 
 /* Pack the NR panels [j0, j1) of B block (jc, pc) into bblk. */
 static void pack_b_panels(const gemm_arch *ar, int transB, const float *B, ptrdiff_t ldb,
@@ -487,11 +585,16 @@ static int seq_blis(const gemm_job *jb, int kcb) {
     float *s = scratch(bsz + asz + 16);
     if (!s) return -1;
     float *bbuf = s, *abuf = s + bsz;
-    for (int jc = 0; jc < N; jc += ncb) {
+    /* units: row blocks of ub rows (MC blocks, or smaller ones when shared: claim_unit);
+     * pass: the (jc, pc) block */
+    const int ub = jb->cl ? jb->cl->unit_rows : mcb, units = ceil_div(M, ub), maxrun = mcb / ub;
+    for (int jc = 0, pass = 0; jc < N; jc += ncb) {
         int nc = imin(ncb, N - jc), njr = ceil_div(nc, nr);
-        for (int pc = 0; pc < K; pc += kcb) {
+        for (int pc = 0; pc < K; pc += kcb, pass++) {
             int kc = imin(kcb, K - pc);
             float beta = pc == 0 ? jb->beta : 1.0f;
+            int n, u = claim_units(jb, pass, -1, units, maxrun, &n);
+            if (u < 0) continue;     /* the other threads took every row block of this pass */
             const float *bblk;
             if (jb->Bp) {
                 bblk = bp_panel(jb, pc, kc, jc / nr);
@@ -499,8 +602,9 @@ static int seq_blis(const gemm_job *jb, int kcb) {
                 pack_b_panels(ar, jb->transB, jb->B, jb->ldb, jc, nc, pc, kc, 0, njr, bbuf);
                 bblk = bbuf;
             }
-            for (int ic = 0; ic < M; ic += mcb) {
-                int mc = imin(mcb, M - ic), nir = ceil_div(mc, mr);
+            for (; u >= 0; u = claim_units(jb, pass, u + n - 1, units, maxrun, &n)) {
+                for (int i = 0; i < n; i++) unit_wait(jb, u + i, pass);
+                int ic = u * ub, mc = imin(n * ub, M - ic), nir = ceil_div(mc, mr);
                 pack_a_panels(ar, jb->transA, jb->A, jb->lda, ic, mc, pc, kc, 0, nir, abuf);
                 for (int jr = 0; jr < njr; jr++) {
                     const float *pb = bblk + (ptrdiff_t)jr * kc * nr;
@@ -511,6 +615,7 @@ static int seq_blis(const gemm_job *jb, int kcb) {
                              cc + (ptrdiff_t)ir * mr * jb->ldc, jb->ldc,
                              imin(mr, mc - ir * mr), ne, jb->alpha, beta);
                 }
+                for (int i = 0; i < n; i++) unit_done(jb, u + i, pass);
             }
         }
     }
@@ -562,15 +667,24 @@ static int seq_small(const gemm_job *jb, int kcb) {
     float *s = scratch(mpad * ksb + (size_t)kcb * nr + 16);
     if (!s) return -1;
     float *asb = s, *bpan = s + mpad * ksb;
-    for (int k0 = 0; k0 < K; k0 += ksb) {
+    /* panels are taken one ahead (jn), so the next panel's source can be prefetched while
+     * the current one computes; pass = super-block index (claim_unit) */
+    int jn = claim_unit(jb, 0, -1, np);
+    for (int k0 = 0, pass = 0; k0 < K; k0 += ksb, pass++) {
         const int k1 = imin(K, k0 + ksb);
+        if (jn < 0) {       /* no panel of this super-block left for this thread */
+            if (k1 < K) jn = claim_unit(jb, pass + 1, -1, np);
+            continue;
+        }
         /* KC block pc of the super-block sits at asb + (pc - k0)·mpad */
         for (int pc = k0; pc < k1; pc += kcb)
             pack_a_panels(ar, jb->transA, jb->A, jb->lda, 0, M, pc, imin(kcb, K - pc), 0, mp,
                           asb + (size_t)(pc - k0) * mpad);
-        for (int jr = 0; jr < np; jr++) {
-            const int ne = imin(nr, N - jr * nr);
+        int nf = -1;        /* the next super-block's first panel, taken early to prefetch it */
+        while (jn >= 0) {
+            const int jr = jn, ne = imin(nr, N - jr * nr);
             float *cc = jb->C + jr * nr;
+            unit_wait(jb, jr, pass);
             for (int pc = k0; pc < k1; pc += kcb) {
                 const int kc = imin(kcb, K - pc);
                 const float beta = pc == 0 ? jb->beta : 1.0f;
@@ -585,11 +699,15 @@ static int seq_small(const gemm_job *jb, int kcb) {
                  * L2 instead of waiting on memory (weights arrive cold: their last touch was
                  * the previous step's AdamW). Measured with huge pages: dx forms +5–8% with cold
                  * caches, the 110M step's dx phase −3% (bench/RESULTS.md); on 4 KB pages it
-                 * gained nothing. */
+                 * gained nothing. The next panel is this one's next K block, else the next
+                 * panel taken (of this super-block, else of the next). */
                 int nj = jr, npc = pc + kcb;
-                if (npc >= k1) nj = jr + 1, npc = k0;
-                if (nj >= np) nj = 0, npc = k1;
-                const int pf = npc < K;
+                if (npc >= k1) {
+                    jn = claim_unit(jb, pass, jr, np);
+                    nj = jn, npc = k0;
+                    if (jn < 0 && k1 < K) nf = nj = claim_unit(jb, pass + 1, -1, np), npc = k1;
+                }
+                const int pf = nj >= 0 && npc < K;
                 const b_src nsrc = pf ? b_panel_src(jb, nj * nr, npc, imin(kcb, K - npc)) : (b_src){0};
                 for (int ir = 0, r0 = 0; ir < mp; ir++) {
                     const int r1 = nsrc.nrows * (ir + 1) / mp;
@@ -599,7 +717,9 @@ static int seq_small(const gemm_job *jb, int kcb) {
                          jb->ldc, imin(mr, M - ir * mr), ne, jb->alpha, beta);
                 }
             }
+            unit_done(jb, jr, pass);
         }
+        jn = nf;
     }
     return 0;
 }
@@ -769,7 +889,9 @@ static int run_direct_a(const gemm_job *jb, int nt) {
  *   split N  + every thread packs all of A:  M·K × 0.1 ns
  *   split K  + partial products to a buffer and a reduction: M·N × 0.4 ns
  * e.g. forward 256×768×768 splits N, dW 32000×768×256 splits M, the 15M/260K dW shapes
- * (288×288×2048, 64×64×8192) split K. */
+ * (288×288×2048, 64×64×8192) split K. The M and N splits then run with their parts shared
+ * at run time (run_shared) where they can; a K split stays static (its reduction order
+ * would otherwise depend on who computed what). */
 enum { SPLIT_M, SPLIT_N, SPLIT_K };
 
 /* largest share / mean share when `units` are dealt out to nt threads (∞: some get none) */
@@ -779,6 +901,50 @@ static double imbalance(int units, int nt) {
 
 /* Below this many flops a second thread costs more (wake-up) than it saves. */
 #define GEMM_MT_MIN_FLOPS 4e6
+
+/* The M or N split with the work claimed at run time (gemm_claims), where the sequential
+ * order that the split's operand reuse needs is the one that supports it: N split on a short
+ * product (seq_small: units are C's NR panels, every thread packs all of A per super-block,
+ * as in the static N split), M split on a tall one (seq_blis: units are row blocks, every
+ * thread packs each B block, as in the static M split). Returns -1 where it does not apply
+ * (the caller splits statically). */
+static int run_shared(const gemm_job *jb, int kind, int nt, int kcb) {
+    const gemm_arch *ar = jb->ar;
+#ifdef GEMM_AVX512
+    if (direct_ab_fits(jb)) return -1;
+#endif
+    const int small = jb->M <= round_up(ar->mc, ar->mr);
+    gemm_claims cl;
+    int passes;
+    if (kind == SPLIT_N && small) {
+        cl.units = ceil_div(jb->N, ar->nr);
+        cl.unit_rows = 0;
+        passes = ceil_div(jb->K, kcb);                      /* ≥ seq_small's super-blocks */
+    } else if (kind == SPLIT_M && !small) {
+        cl.unit_rows = 4 * ar->mr;                          /* an owner takes several at once */
+        cl.units = ceil_div(jb->M, cl.unit_rows);
+        passes = ceil_div(jb->N, block_size(jb->N, ar->nc, ar->nr)) * ceil_div(jb->K, kcb);
+    } else {
+        return -1;
+    }
+    if (cl.units > GEMM_CLAIM_UNITS || passes > GEMM_CLAIM_PASSES || nt > GEMM_CLAIM_THREADS) return -1;
+    cl.nt = nt;
+    for (int p = 0; p < passes; p++)   /* thread t owns the units of the static split */
+        for (int t = 0; t < nt; t++)
+            atomic_init(&cl.range[p][t], (uint32_t)(cl.units * t / nt) | (uint32_t)(cl.units * (t + 1) / nt) << 16);
+    for (int i = 0; i < cl.units; i++) atomic_init(&cl.done[i], 0);
+    gemm_job job = *jb;
+    job.cl = &cl;
+    int failed = 0, team = 0;
+    /* a thread without scratch memory fails before it takes a unit: the others take them all */
+#pragma omp parallel num_threads(nt) reduction(+ : failed)
+    {
+        if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+        failed += seq_job(&job) != 0;
+    }
+    if (failed < team) return 0;
+    return run_job(jb);                                     /* nobody could: one thread, or cblas */
+}
 
 static int run_job_threads(const gemm_job *jb) {
     const gemm_arch *ar = jb->ar;
@@ -803,6 +969,7 @@ static int run_job_threads(const gemm_job *jb) {
         temp = ktemp((size_t)M * N * (nt - 1));
     int kind = temp ? SPLIT_K : t[SPLIT_M] <= t[SPLIT_N] ? SPLIT_M : SPLIT_N;
     if (isinf(t[kind])) return run_job(jb);                 /* too few panels to share */
+    if (kind != SPLIT_K && run_shared(jb, kind, nt, kcb) == 0) return 0;
 
     int err = 0, split = 0;
 #pragma omp parallel num_threads(nt) reduction(| : err)
@@ -855,6 +1022,22 @@ static int run_job_threads(const gemm_job *jb) {
 #endif /* GEMM_AVX2 */
 
 /* ---- public entry points ------------------------------------------------------------ */
+void gemm_test_skew(int us) {
+#ifdef GEMM_AVX2
+    atomic_store(&g_skew_us, us > 0 ? us : 0);
+#else
+    (void)us;
+#endif
+}
+
+long gemm_test_steals(void) {
+#ifdef GEMM_AVX2
+    return atomic_exchange(&g_steals, 0);
+#else
+    return 0;
+#endif
+}
+
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) {
