@@ -455,10 +455,11 @@ typedef struct {
 #define GEMM_CLAIM_PASSES 32
 #define GEMM_CLAIM_THREADS 8
 typedef struct gemm_claims {
-    /* per pass and owner: the range left, front | back << 16 (units < 65536) */
-    _Atomic uint32_t range[GEMM_CLAIM_PASSES][GEMM_CLAIM_THREADS];
-    _Atomic int done[GEMM_CLAIM_UNITS];     /* per unit: passes finished */
-    int units, unit_rows, nt;               /* unit_rows: seq_blis's rows per unit */
+    /* per owner (each on its own cache lines: the owner's claims do not disturb the other
+     * cores) and pass: the range left, front | back << 16 (units < 65536) */
+    struct { _Alignas(64) _Atomic uint32_t pass[GEMM_CLAIM_PASSES]; } range[GEMM_CLAIM_THREADS];
+    _Atomic int done[GEMM_CLAIM_UNITS];     /* per unit: passes finished (kept only when passes > 1) */
+    int units, unit_rows, nt, passes;       /* unit_rows: seq_blis's rows per unit */
 } gemm_claims;
 
 /* Take up to `maxrun` contiguous units of range r: from the front (the owner: 3/4 of what
@@ -489,13 +490,12 @@ static int claim_units(const gemm_job *jb, int pass, int prev, int units, int ma
     if (!jb->cl) return prev + 1 < units ? prev + 1 : -1;
     const gemm_claims *cl = jb->cl;
     const int t = omp_get_thread_num();
-    _Atomic uint32_t *rg = jb->cl->range[pass];
     const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
     if (skew && t > 0)
         for (double t0 = fb_now(); fb_now() - t0 < skew * 1e-6;) _mm_pause();
-    int u = t < cl->nt ? take_range(&rg[t], 1, maxrun, n) : -1;
+    int u = t < cl->nt ? take_range(&jb->cl->range[t].pass[pass], 1, maxrun, n) : -1;
     for (int i = 1; u < 0 && i < cl->nt; i++) {
-        u = take_range(&rg[(t + i) % cl->nt], 0, maxrun, n);
+        u = take_range(&jb->cl->range[(t + i) % cl->nt].pass[pass], 0, maxrun, n);
         if (u >= 0) atomic_fetch_add_explicit(&g_steals, 1, memory_order_relaxed);
     }
     return u;
@@ -513,7 +513,7 @@ static void unit_wait(const gemm_job *jb, int u, int pass) {
 }
 
 static void unit_done(const gemm_job *jb, int u, int pass) {
-    if (jb->cl) atomic_store_explicit(&jb->cl->done[u], pass + 1, memory_order_release);
+    if (jb->cl && jb->cl->passes > 1) atomic_store_explicit(&jb->cl->done[u], pass + 1, memory_order_release);
 }
 
 /* Pack the NR panels [j0, j1) of B block (jc, pc) into bblk. */
@@ -567,6 +567,13 @@ static inline void tile(const gemm_arch *ar, int kc, const float *pa, const floa
     float t[GEMM_MAX_TILE] __attribute__((aligned(64)));
     ar->kern(kc, pa, pb, t, ar->nr, 1.0f, 0.0f);
     merge_tile(t, ar->nr, c, ldc, me, ne, alpha, beta);
+}
+
+/* K super-block of the short-product orders (seq_small, seq_pp): as many KC blocks as keep
+ * all mpad rows of packed A within 3/4 of the L2 (at least one). */
+static int super_block(size_t mpad, int K, int kcb) {
+    const int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * kcb));
+    return kcb * imin(nkb < 1 ? 1 : nkb, ceil_div(K, kcb));
 }
 
 /* The packed-B micro-panel for the job's K block at pc (length kc) and its NR panel j. */
@@ -662,8 +669,7 @@ static int seq_small(const gemm_job *jb, int kcb) {
     const int mr = ar->mr, nr = ar->nr, M = jb->M, N = jb->N, K = jb->K;
     const int mp = ceil_div(M, mr), np = ceil_div(N, nr);
     const size_t mpad = (size_t)mp * mr;
-    int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * kcb));
-    const int ksb = kcb * imin(nkb < 1 ? 1 : nkb, ceil_div(K, kcb));
+    const int ksb = super_block(mpad, K, kcb);
     float *s = scratch(mpad * ksb + (size_t)kcb * nr + 16);
     if (!s) return -1;
     float *asb = s, *bpan = s + mpad * ksb;
@@ -790,8 +796,7 @@ static void seq_pp(const gemm_arch *ar, int M, int N, int K, int kcb, float alph
                    const float *pb, float beta, float *C, ptrdiff_t ldc) {
     const int mr = ar->mr, nr = ar->nr, mp = ceil_div(M, mr), np = ceil_div(N, nr);
     const size_t mpad = (size_t)mp * mr, npad = (size_t)np * nr;
-    int nkb = (int)(l2_bytes() * 3 / 4 / sizeof(float) / (mpad * kcb));
-    const int ksb = kcb * imin(nkb < 1 ? 1 : nkb, ceil_div(K, kcb));
+    const int ksb = super_block(mpad, K, kcb);
     for (int k0 = 0; k0 < K; k0 += ksb) {
         const int k1 = imin(K, k0 + ksb);
         for (int jr = 0; jr < np; jr++) {
@@ -919,7 +924,7 @@ static int run_shared(const gemm_job *jb, int kind, int nt, int kcb) {
     if (kind == SPLIT_N && small) {
         cl.units = ceil_div(jb->N, ar->nr);
         cl.unit_rows = 0;
-        passes = ceil_div(jb->K, kcb);                      /* ≥ seq_small's super-blocks */
+        passes = ceil_div(jb->K, super_block((size_t)round_up(jb->M, ar->mr), jb->K, kcb));
     } else if (kind == SPLIT_M && !small) {
         cl.unit_rows = 4 * ar->mr;                          /* an owner takes several at once */
         cl.units = ceil_div(jb->M, cl.unit_rows);
@@ -931,7 +936,8 @@ static int run_shared(const gemm_job *jb, int kind, int nt, int kcb) {
     cl.nt = nt;
     for (int p = 0; p < passes; p++)   /* thread t owns the units of the static split */
         for (int t = 0; t < nt; t++)
-            atomic_init(&cl.range[p][t], (uint32_t)(cl.units * t / nt) | (uint32_t)(cl.units * (t + 1) / nt) << 16);
+            atomic_init(&cl.range[t].pass[p], (uint32_t)(cl.units * t / nt) | (uint32_t)(cl.units * (t + 1) / nt) << 16);
+    cl.passes = passes;
     for (int i = 0; i < cl.units; i++) atomic_init(&cl.done[i], 0);
     gemm_job job = *jb;
     job.cl = &cl;
