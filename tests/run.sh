@@ -8,12 +8,16 @@ export FABLE_DATA="${FABLE_DATA:-$(cd .. && pwd)/shared/data}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 pass=0; fail=0; skip=0; failed=()
+# Each test gets FABLE_TEST_TIMEOUT seconds (default 600; the slowest takes ~30 s here), so a
+# hang (e.g. a deadlock between GEMM threads) fails that test instead of stalling the run.
+TEST_TIMEOUT=${FABLE_TEST_TIMEOUT:-600}
 run() { # name, command...
   local name=$1; shift
   local t0=$(date +%s.%N)
   local log; log=$(mktemp)
-  "$@" >"$log" 2>&1
+  timeout -k 10 "$TEST_TIMEOUT" "$@" >"$log" 2>&1
   local rc=$?
+  [ $rc -eq 124 ] && echo "(killed after ${TEST_TIMEOUT}s: hung or far too slow)" >>"$log"
   local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
   if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "PASS $name (${dt}s)"
   elif [ $rc -eq 77 ]; then skip=$((skip+1)); echo "SKIP $name: $(tail -1 "$log")"
