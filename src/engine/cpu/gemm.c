@@ -488,14 +488,14 @@ static _Atomic long g_steals = 0;
 static int claim_units(const gemm_job *jb, int pass, int prev, int units, int maxrun, int *n) {
     *n = 1;
     if (!jb->cl) return prev + 1 < units ? prev + 1 : -1;
-    const gemm_claims *cl = jb->cl;
+    gemm_claims *cl = jb->cl;
     const int t = omp_get_thread_num();
     const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
     if (skew && t > 0)
         for (double t0 = fb_now(); fb_now() - t0 < skew * 1e-6;) _mm_pause();
-    int u = t < cl->nt ? take_range(&jb->cl->range[t].pass[pass], 1, maxrun, n) : -1;
+    int u = t < cl->nt ? take_range(&cl->range[t].pass[pass], 1, maxrun, n) : -1;
     for (int i = 1; u < 0 && i < cl->nt; i++) {
-        u = take_range(&jb->cl->range[(t + i) % cl->nt].pass[pass], 0, maxrun, n);
+        u = take_range(&cl->range[(t + i) % cl->nt].pass[pass], 0, maxrun, n);
         if (u >= 0) atomic_fetch_add_explicit(&g_steals, 1, memory_order_relaxed);
     }
     return u;
@@ -592,8 +592,8 @@ static int seq_blis(const gemm_job *jb, int kcb) {
     float *s = scratch(bsz + asz + 16);
     if (!s) return -1;
     float *bbuf = s, *abuf = s + bsz;
-    /* units: row blocks of ub rows (MC blocks, or smaller ones when shared: claim_unit);
-     * pass: the (jc, pc) block */
+    /* units: row blocks of ub rows (MC blocks; when shared, 4·MR rows, taken several at a
+     * time up to an MC block: claim_units); pass: the (jc, pc) block */
     const int ub = jb->cl ? jb->cl->unit_rows : mcb, units = ceil_div(M, ub), maxrun = mcb / ub;
     for (int jc = 0, pass = 0; jc < N; jc += ncb) {
         int nc = imin(ncb, N - jc), njr = ceil_div(nc, nr);
