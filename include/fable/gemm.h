@@ -12,12 +12,13 @@
  *   dx       dX[N,in]  = dY[N,out] · W      gemm_f32(0, 0, N, in,  out, 1, dY, out, W, in, 0|1, dX, in)
  *   dW       dW[out,in] += dYᵀ · X          gemm_f32(1, 0, out, in, N,  1, dY, out, X, in,  1, dW, in)
  *
- * Built the BLIS way (src/engine/cpu/gemm.c): one register-blocked micro-kernel (AVX-512
- * 8×32 where the compiler targets AVX-512, else AVX2/FMA 6×16), A and B packed into
- * contiguous panels, K/M/N cache blocking, OpenMP over all threads (each thread computes
- * its own part of C; no barriers). Without AVX2+FMA it calls cblas_sgemm. Called from
- * inside an OpenMP parallel region it runs single-threaded. Thread-safe: each calling
- * thread keeps its own packing scratch (≤ ~5 MB, kept for reuse, never freed).
+ * Built the BLIS way (src/engine/cpu/gemm.c, its kernels in gemm_kernels.c): one
+ * register-blocked micro-kernel (AVX-512 8×32 where the compiler targets AVX-512, else
+ * AVX2/FMA 6×16), A and B packed into contiguous panels, K/M/N cache blocking, OpenMP over
+ * all threads (each thread computes its own part of C; no barriers). Without AVX2+FMA it
+ * calls cblas_sgemm. Called from inside an OpenMP parallel region it runs single-threaded.
+ * Thread-safe: each calling thread keeps its own packing scratch (≤ ~5 MB, kept for reuse,
+ * freed when the thread exits).
  * Deterministic: the same shapes and thread count give bit-identical results run to run.
  * Row/column splits hand out their blocks of C at run time (a thread that finishes early
  * takes the rest of a slower one's part), but every element is computed the same way
