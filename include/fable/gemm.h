@@ -15,7 +15,7 @@
  * Built the BLIS way (src/engine/cpu/gemm.c, its kernels in gemm_kernels.c): one
  * register-blocked micro-kernel (AVX-512 8×32 where the compiler targets AVX-512, else
  * AVX2/FMA 6×16), A and B packed into contiguous panels, K/M/N cache blocking, OpenMP over
- * all threads (each thread computes its own part of C; no barriers). Without AVX2+FMA it
+ * all threads (each thread computes its part of C, no barriers; see below). Without AVX2+FMA it
  * calls cblas_sgemm. Called from inside an OpenMP parallel region it runs single-threaded.
  * Thread-safe: each calling thread keeps its own packing scratch (≤ ~5 MB, kept for reuse,
  * freed when the thread exits).
