@@ -157,7 +157,7 @@ static void ukernel_avx2_6x16(int kc, const float *restrict pa, const float *res
                     _mm512_storeu_ps(cr, x0); _mm512_storeu_ps(cr + 16, x1); }
 
 void gemm_ukernel_avx512_8x32(int kc, const float *restrict pa, const float *restrict pb,
-                                float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
+                              float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
     Z_DECL(0) Z_DECL(1) Z_DECL(2) Z_DECL(3) Z_DECL(4) Z_DECL(5) Z_DECL(6) Z_DECL(7)
     Z_PF(0) Z_PF(1) Z_PF(2) Z_PF(3) Z_PF(4) Z_PF(5) Z_PF(6) Z_PF(7)
 #pragma GCC unroll 4
