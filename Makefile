@@ -10,10 +10,11 @@ ARCH    ?= -march=native
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -I$(BLAS_INC) -fopenmp \
                 -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes -g $(ARCH)
 CFLAGS  ?= -O3
-LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread
+# -rdynamic: the cuda engine (a shared object loaded at run time) resolves fb_err & co. from the binary
+LDLIBS   = -rdynamic -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread -ldl
 SANFLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/engine/cuda/*' -not -path 'src/cli/main.c' | sort)
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/main.c' | sort)
 TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
 
 REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)

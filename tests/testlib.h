@@ -24,6 +24,18 @@ static int t_checks = 0;
         }                                                                     \
     } while (0)
 
+/* The engine a model-level test runs on: $FABLE_ENGINE (default cpu) at `precision`, with 2
+ * threads. NULL (after saying why on stderr) when it cannot run here: the test then exits
+ * 77 (skipped), so `FABLE_ENGINE=cuda` on a machine without a GPU skips instead of failing. */
+#ifdef FABLE_ENGINE_H
+static inline eng *t_engine(int precision) {
+    eng *e = eng_create(eng_default_name(), &(eng_opts){.threads = 2, .precision = precision});
+    if (!e) fprintf(stderr, "skipped: %s\n", fb_errmsg());
+    else fprintf(stderr, "engine %s (%s) on %s\n", e->name, eng_precision_name(e->precision), e->device);
+    return e;
+}
+#endif
+
 /* Finish: print a one-line summary and return the exit status. */
 static inline int t_done(const char *name) {
     fprintf(stderr, "%s: %d checks, %d failed\n", name, t_checks, t_failures);

@@ -46,7 +46,9 @@ typedef struct {
     char tokenizer_path[512];
     float best_val_loss;
     float last_loss;
-    uint8_t reserved[56];
+    char engine[16];            /* engine that wrote it ("" in older files: cpu) */
+    int32_t precision;          /* eng_precision it computed in */
+    uint8_t reserved[36];
 } ckpt_header;
 
 void ckpt_cfg_pack(const model_config *c, int32_t out[8]);
@@ -54,6 +56,11 @@ void ckpt_cfg_unpack(const int32_t in[8], model_config *c);
 
 /* Write path atomically. params/m/v hold h->n_params floats each. */
 int ckpt_save(const char *path, const ckpt_header *h, const float *params, const float *m, const float *v);
+/* The same, reading the three arrays through get(ctx, part, off, n, dst): part 0 params,
+ * 1 m, 2 v; floats [off, off+n) into dst (0, or -1 + fb_err). A slice at a time, so that an
+ * engine's memory is streamed into the file without a host copy of the whole state. */
+int ckpt_save_from(const char *path, const ckpt_header *h,
+                   int (*get)(void *ctx, int part, size_t off, size_t n, float *dst), void *ctx);
 /* Read and verify (size, magic, version, checksum). Allocates *params, *m, *v with fb_alloc
  * (any of them may be NULL to skip: the checksum is still verified). */
 int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v);

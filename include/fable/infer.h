@@ -25,6 +25,10 @@ typedef struct {
     float *kcache;       /* [L, max_T, KVD] */
     float *vcache;       /* [L, max_T, KVD] */
     float *rope;         /* [max_T, HS/2, 2] */
+    /* optional: another implementation of the forward (an engine's decoder, wired by the
+     * caller); infer_generate then calls fwd(fwd_ctx, token, pos) instead of infer_forward */
+    float *(*fwd)(void *fwd_ctx, int token, int pos);
+    void *fwd_ctx;
 } infer_state;
 
 int infer_init(infer_state *s, const model *m, int max_T);

@@ -80,6 +80,19 @@ size_t model_num_matmul_params(const model_config *c);
 double model_flops_per_token(const model_config *c, int T);
 /* Builds views over base (which holds model_num_params floats). */
 void model_params_view(const model_config *c, float *base, model_params *p);
+/* One layer's tensors: views into a model_params (weights, gradients or moments). */
+typedef struct {
+    float *rms_att, *wq, *wk, *wv, *wo;   /* [D] [D,D] [KVD,D] [KVD,D] [D,D] */
+    float *rms_ffn, *w1, *w2, *w3;        /* [D] [F,D] [D,F] [F,D] */
+} model_layer;
+
+/* Layer l's views from p (pointer arithmetic only: p may point into engine memory). */
+void model_layer_view(const model_config *c, const model_params *p, int l, model_layer *out);
+
+/* RoPE table for T positions: rope[pos][i] = (cos, sin) of pos / 10000^(2i/HS), i < HS/2,
+ * computed in fp32 exactly as llama2.c's run.c does. [T, HS/2, 2] floats. */
+void model_rope_table(float *rope, int T, int HS);
+
 /* llama2.c init: matrices N(0, 0.02), w3 and wo N(0, 0.02/sqrt(2L)), norms 1. */
 void model_init_weights(const model_config *c, float *base, uint64_t seed);
 

@@ -52,6 +52,8 @@ typedef struct {
     int resume_steps;          /* > 0: raise/lower the total updates of a resumed run */
     const char *log_path;      /* JSON lines (NULL = stderr) */
     const char *tokenizer_path;/* for sample text (optional) */
+    const char *engine;        /* engine name (NULL = cpu) */
+    int precision;             /* eng_precision, -1 = the engine's default */
     int threads;
     int eval_every, eval_batches;
     int sample_every, sample_tokens;

@@ -1,5 +1,6 @@
 /* fable CLI option parser (see cli.h). */
 #include "cli/cli.h"
+#include "fable/engine.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -133,4 +134,18 @@ int cli_fail(const cli_args *a, const char *fmt, ...) {
     }
     fputc('\n', stderr);
     return 1;
+}
+
+int cli_engine(cli_args *a, const char **name, void *out) {
+    eng_opts *o = out;
+    *name = cli_str(a, "--engine", eng_default_name());
+    o->threads = (int)cli_int(a, "--threads", 0);
+    o->device = (int)cli_int(a, "--device", 0);
+    o->precision = -1;
+    const char *p = cli_str(a, "--precision", NULL);
+    if (p && eng_precision_parse(p, &o->precision)) {
+        cli_fail(a, NULL);
+        return -1;
+    }
+    return 0;
 }

@@ -37,6 +37,15 @@ int cli_fail(const cli_args *a, const char *fmt, ...);
 /* Was an option given at all (value or flag)? Does not consume it. */
 int cli_has(const cli_args *a, const char *name);
 
+/* The engine options every engine-running subcommand takes: --engine NAME (default
+ * $FABLE_ENGINE, else cpu), --precision fp32|bf16 (default: the engine's), --threads N,
+ * --device N. Returns 0, or -1 after printing the error. */
+int cli_engine(cli_args *a, const char **name, void *eng_opts_out);
+#define CLI_ENGINE_USAGE                                                                              \
+    "  --engine NAME       ref | cpu | cuda (default: $FABLE_ENGINE or cpu; `fable engines` lists them)\n" \
+    "  --precision P       fp32 | bf16 (default: the engine's: fp32 on ref and cpu, bf16 on cuda)\n"      \
+    "  --threads N         host threads (default: all cores)\n"
+
 /* Subcommands. */
 int cmd_sample(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
@@ -49,5 +58,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_engines(int argc, char **argv);
 
 #endif

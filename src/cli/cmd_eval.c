@@ -16,8 +16,8 @@ static const char *usage =
     "  --batch B         sequences per forward (default 8)\n"
     "  --seq T           tokens per sequence (default: the model's seq_len, at most 256)\n"
     "  --batches N       evaluate at most N batches (default: the whole shard)\n"
-    "  --threads N       threads (default: all cores)\n"
     "  --json            print one JSON object instead of text\n"
+    CLI_ENGINE_USAGE
     "Windows are consecutive, non-overlapping T+1-token spans from the start of the shard.\n";
 
 int cmd_eval(int argc, char **argv) {
@@ -30,7 +30,9 @@ int cmd_eval(int argc, char **argv) {
     int B = (int)cli_int(&a, "--batch", 8);
     int T = (int)cli_int(&a, "--seq", 0);
     long batches = cli_int(&a, "--batches", 0);
-    int threads = (int)cli_int(&a, "--threads", 0);
+    const char *engine;
+    eng_opts eo;
+    if (cli_engine(&a, &engine, &eo)) return 2;
     int dvocab = (int)cli_int(&a, "--data-vocab", 0);
     int json = cli_flag(&a, "--json");
     if (cli_finish(&a)) return 2;
@@ -55,21 +57,23 @@ int cmd_eval(int argc, char **argv) {
     size_t nb = L.n_windows / (size_t)B;
     if (nb == 0) { B = (int)L.n_windows; nb = 1; }
     if (batches > 0 && (size_t)batches < nb) nb = (size_t)batches;
-    e = eng_cpu_create(threads);
-    if (!e || step_init(&st, e, &m.cfg, B, T)) { cli_fail(&a, NULL); goto done; }
+    e = eng_create(engine, &eo);
+    if (!e || step_init(&st, e, &m.cfg, B, T, 1, 0)) { cli_fail(&a, NULL); goto done; }
+    step_set_params(&st, m.data);
     in = malloc((size_t)B * T * sizeof(int32_t));
     tg = malloc((size_t)B * T * sizeof(int32_t));
     double sum = 0, t0 = fb_now();
     for (size_t b = 0; b < nb; b++) {
         loader_next(&L, B, in, tg);
-        sum += step_loss(&st, &m.w, in, tg);
+        sum += step_loss(&st, in, tg);
     }
     double loss = sum / nb, dt = fb_now() - t0;
     double tokens = (double)nb * B * T;
     if (!isfinite(loss)) { cli_fail(&a, "the loss is not finite (%g): the model's weights are broken", loss); goto done; }
     if (json)
         printf("{\"loss\":%.6f,\"perplexity\":%.4f,\"batches\":%zu,\"batch\":%d,\"seq\":%d,\"tokens\":%.0f,"
-               "\"seconds\":%.3f}\n", loss, exp(loss), nb, B, T, tokens, dt);
+               "\"seconds\":%.3f,\"engine\":\"%s\",\"precision\":\"%s\"}\n", loss, exp(loss), nb, B, T, tokens, dt,
+               e->name, eng_precision_name(e->precision));
     else
         printf("loss %.4f  perplexity %.3f  (%zu batches of %d x %d = %.0f tokens, %.1f s)\n", loss, exp(loss), nb,
                B, T, tokens, dt);

@@ -1,9 +1,11 @@
 /* fable sample — generate text from a llama2.c .bin (or a fable checkpoint). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli/cli.h"
+#include "fable/engine.h"
 #include "fable/infer.h"
 #include "fable/model.h"
 #include "fable/tokenizer.h"
@@ -19,7 +21,22 @@ static const char *usage =
     "  --topk K            keep the K most likely tokens first (default 0 = off)\n"
     "  --seed S            sampling seed (default: time)\n"
     "  --steps N           positions to generate, at most the model's seq_len (default 256)\n"
-    "  --threads N         threads (default: all cores)\n";
+    CLI_ENGINE_USAGE
+    "The ref and cpu engines sample with fable's host decoder (llama2.c run.c's forward, op for op);\n"
+    "an engine with its own KV-cache decoder (cuda) runs it on its device.\n";
+
+/* An engine's decoder behind infer_generate's forward hook. */
+typedef struct {
+    eng *e;
+    void *dec;
+    float *logits; /* [V] host */
+} engine_decoder;
+
+static float *engine_forward(void *ctx, int token, int pos) {
+    engine_decoder *d = ctx;
+    d->e->infer_step(d->e, d->dec, token, pos, d->logits);
+    return d->logits;
+}
 
 int cmd_sample(int argc, char **argv) {
     cli_args a;
@@ -34,12 +51,18 @@ int cmd_sample(int argc, char **argv) {
     long topk = cli_int(&a, "--topk", 0);
     long seed = cli_int(&a, "--seed", 0);
     long steps = cli_int(&a, "--steps", 256);
-    long threads = cli_int(&a, "--threads", 0);
+    const char *engine;
+    eng_opts eo;
+    if (cli_engine(&a, &engine, &eo)) return 2;
     if (cli_finish(&a)) return 2;
     if (!mpath || !tpath) { fputs(usage, stderr); return 2; }
     if (temp < 0) return cli_fail(&a, "--temperature must be >= 0");
     if (seed <= 0) seed = (long)time(NULL);
-    model_file_threads((int)threads);
+    model_file_threads(eo.threads);
+    eng *e = eng_create(engine, &eo);
+    if (!e) return cli_fail(&a, NULL);
+    engine_decoder ed = {.e = e};
+    float *params = NULL;
 
     model m;
     if (model_file_load(&m, mpath)) return cli_fail(&a, NULL);
@@ -52,6 +75,20 @@ int cmd_sample(int argc, char **argv) {
         cli_fail(&a, "%s has %d tokens but %s expects a vocabulary of %d: they do not belong together", tpath,
                  tok_vocab_size(t), mpath, m.cfg.vocab_size);
     } else if (infer_init(&st, &m, 0) == 0) {
+        if (e->infer_open) { /* the engine's decoder over its own copy of the weights */
+            params = e->alloc_params(e, model_num_params(&m.cfg));
+            ed.logits = malloc((size_t)m.cfg.vocab_size * sizeof(float));
+            if (params && ed.logits) {
+                e->upload(e, params, m.data, model_num_params(&m.cfg) * sizeof(float));
+                ed.dec = e->infer_open(e, &m.cfg, params, st.max_T);
+            }
+            if (!ed.dec) {
+                infer_free(&st);
+                goto fail;
+            }
+            st.fwd = engine_forward;
+            st.fwd_ctx = &ed;
+        }
         if (sampler_init(&smp, m.cfg.vocab_size, (float)temp, (float)topp, (int)topk, (uint64_t)seed) == 0) {
             double tps = 0;
             if (infer_generate(&st, t, &smp, prompt, (int)steps, stdout, &tps) >= 0) {
@@ -68,6 +105,14 @@ int cmd_sample(int argc, char **argv) {
     } else {
         cli_fail(&a, NULL);
     }
+    goto out;
+fail:
+    cli_fail(&a, NULL);
+out:
+    if (ed.dec) e->infer_close(e, ed.dec);
+    if (params) e->free(e, params);
+    free(ed.logits);
+    e->destroy(e);
     tok_free(t);
     model_free(&m);
     return rc;

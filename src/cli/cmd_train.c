@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "fable/engine.h"
 #include "fable/ckpt.h"
 #include "fable/train.h"
 #include "fable/util.h"
@@ -24,7 +25,8 @@ static const char *usage =
     "data: --train SHARD --val SHARD [--data-vocab V for raw headerless uint16 files]\n"
     "run:  --out DIR (checkpoints, default out) --ckpt-every N (100) --keep K (3) --log FILE (JSON lines;\n"
     "      default stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
-    "      --tokenizer FILE (for samples) --threads N --time-limit SECONDS --quiet\n";
+    "      --tokenizer FILE (for samples) --time-limit SECONDS --quiet\n"
+    "engine:\n" CLI_ENGINE_USAGE;
 
 static int mismatch(const char *ck, const char *flag, double want, double have) {
     fb_err("%s does not match the request: it has %s %g, you asked for %g", ck, flag, have, want);
@@ -111,7 +113,10 @@ int cmd_train(int argc, char **argv) {
     o.sample_every = (int)cli_int(&a, "--sample-every", o.sample_every);
     o.sample_tokens = (int)cli_int(&a, "--sample-tokens", o.sample_tokens);
     o.tokenizer_path = cli_str(&a, "--tokenizer", NULL);
-    o.threads = (int)cli_int(&a, "--threads", 0);
+    eng_opts eo;
+    if (cli_engine(&a, &o.engine, &eo)) return 2;
+    o.threads = eo.threads;
+    o.precision = eo.precision;
     o.time_limit = cli_float(&a, "--time-limit", 0);
     o.quiet = cli_flag(&a, "--quiet");
     o.stop_after = (int)cli_int(&a, "--stop-after", 0);

@@ -1,10 +1,59 @@
-/* fable — engine-independent helpers of the engine interface. */
+/* fable — the engine registry and engine-independent helpers of the engine interface.
+ * Engines are known here only by their eng_backend entry; each lives in its own folder
+ * (src/engine/ref, src/engine/cpu, src/engine/cuda). */
 #include "fable/engine.h"
 
-#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fable/util.h"
+
+extern const eng_backend eng_backend_ref;
+extern const eng_backend eng_backend_cpu;
+extern const eng_backend eng_backend_cuda;
+
+static const eng_backend *const backends[] = {&eng_backend_cpu, &eng_backend_ref, &eng_backend_cuda, NULL};
+
+const eng_backend *const *eng_list(void) { return backends; }
+
+const char *eng_default_name(void) {
+    const char *s = getenv("FABLE_ENGINE");
+    return s && *s ? s : "cpu";
+}
+
+eng *eng_create(const char *name, const eng_opts *o) {
+    if (!name) name = "cpu";
+    eng_opts def = {.threads = 0, .precision = -1, .device = 0};
+    if (!o) o = &def;
+    char names[256] = "";
+    for (const eng_backend *const *b = backends; *b; b++) {
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", b == backends ? "" : ", ", (*b)->name);
+        if (strcmp((*b)->name, name)) continue;
+        char why[1024] = "";
+        if (!(*b)->available(why, sizeof why)) {
+            fb_err("engine '%s' cannot run on this machine: %s", name, why);
+            return NULL;
+        }
+        return (*b)->create(o);
+    }
+    fb_err("unknown engine '%s' (this build has: %s; `fable engines` lists them)", name, names);
+    return NULL;
+}
+
+double eng_peak_gflops(eng *e) {
+    if (e->peak_gflops <= 0 && e->peak) e->peak_gflops = e->peak(e);
+    return e->peak_gflops;
+}
+
+const char *eng_precision_name(int precision) { return precision == ENG_BF16 ? "bf16" : "fp32"; }
+
+int eng_precision_parse(const char *s, int *precision) {
+    if (!strcmp(s, "fp32")) *precision = ENG_FP32;
+    else if (!strcmp(s, "bf16")) *precision = ENG_BF16;
+    else return fb_err("unknown precision '%s' (known: fp32, bf16)", s);
+    return 0;
+}
 
 void eng_dims_make(eng_dims *d, const model_config *c, int B, int T) {
     d->B = B;
@@ -17,40 +66,4 @@ void eng_dims_make(eng_dims *d, const model_config *c, int B, int T) {
     d->HS = c->dim / c->n_heads;
     d->KVD = d->NKV * d->HS;
     d->V = c->vocab_size;
-}
-
-void eng_layer_of(const model_config *c, const model_params *p, int l, eng_layer *o) {
-    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, KVD = (size_t)model_kv_dim(c);
-    o->rms_att = p->rms_att + l * D;
-    o->wq = p->wq + l * D * D;
-    o->wk = p->wk + l * KVD * D;
-    o->wv = p->wv + l * KVD * D;
-    o->wo = p->wo + l * D * D;
-    o->rms_ffn = p->rms_ffn + l * D;
-    o->w1 = p->w1 + l * F * D;
-    o->w2 = p->w2 + l * D * F;
-    o->w3 = p->w3 + l * F * D;
-}
-
-/* angle(pos, i) = pos / 10000^(2i/HS), in fp32 with powf/cosf/sinf exactly as run.c. */
-void eng_rope_table(float *rope, int T, int HS) {
-    const int half = HS / 2;
-    for (int pos = 0; pos < T; pos++)
-        for (int i = 0; i < half; i++) {
-            float freq = 1.0f / powf(MODEL_ROPE_THETA, (float)(2 * i) / (float)HS);
-            float val = (float)pos * freq;
-            rope[((size_t)pos * half + i) * 2 + 0] = cosf(val);
-            rope[((size_t)pos * half + i) * 2 + 1] = sinf(val);
-        }
-}
-
-eng *eng_create(const char *name, int threads) {
-    if (!name || !strcmp(name, "cpu")) return eng_cpu_create(threads);
-    fb_err("unknown engine '%s' (this build has: cpu)", name);
-    return NULL;
-}
-
-double eng_peak_gflops(eng *e) {
-    if (e->peak_gflops <= 0 && !strcmp(e->name, "cpu")) e->peak_gflops = eng_cpu_measure_peak(e->threads);
-    return e->peak_gflops;
 }

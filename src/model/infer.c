@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fable/engine.h"
 
 int infer_init(infer_state *s, const model *m, int max_T) {
     memset(s, 0, sizeof *s);
@@ -31,7 +30,7 @@ int infer_init(infer_state *s, const model *m, int max_T) {
         infer_free(s);
         return fb_err("out of memory for inference state (seq %d)", max_T);
     }
-    eng_rope_table(s->rope, max_T, model_head_size(c));
+    model_rope_table(s->rope, max_T, model_head_size(c));
     return 0;
 }
 
@@ -82,8 +81,8 @@ float *infer_forward(infer_state *s, int token, int pos) {
     memcpy(x, w->tok_emb + (size_t)token * D, D * sizeof(float));
     const float *rp = s->rope + (size_t)pos * HS;
     for (int l = 0; l < c->n_layers; l++) {
-        eng_layer lw;
-        eng_layer_of(c, w, l, &lw);
+        model_layer lw;
+        model_layer_view(c, w, l, &lw);
         rmsnorm(s->xb, x, lw.rms_att, D);
         float *kc = s->kcache + ((size_t)l * T + pos) * KVD;
         float *vc = s->vcache + ((size_t)l * T + pos) * KVD;
@@ -240,7 +239,7 @@ long infer_generate(infer_state *s, const tokenizer *t, sampler *smp, const char
     long generated = 0;
     double t0 = 0;
     while (pos < steps) {
-        float *logits = infer_forward(s, token, pos);
+        float *logits = s->fwd ? s->fwd(s->fwd_ctx, token, pos) : infer_forward(s, token, pos);
         int next = pos < np - 1 ? ids[pos + 1] : sampler_sample(smp, logits);
         pos++;
         if (next == bos) break;

@@ -165,3 +165,29 @@ void model_free(model *m) {
     fb_free(m->data);
     memset(m, 0, sizeof *m);
 }
+
+/* ---- layer views and the RoPE table ------------------------------------------------- */
+void model_layer_view(const model_config *c, const model_params *p, int l, model_layer *o) {
+    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, KVD = (size_t)model_kv_dim(c);
+    o->rms_att = p->rms_att + l * D;
+    o->wq = p->wq + l * D * D;
+    o->wk = p->wk + l * KVD * D;
+    o->wv = p->wv + l * KVD * D;
+    o->wo = p->wo + l * D * D;
+    o->rms_ffn = p->rms_ffn + l * D;
+    o->w1 = p->w1 + l * F * D;
+    o->w2 = p->w2 + l * D * F;
+    o->w3 = p->w3 + l * F * D;
+}
+
+/* angle(pos, i) = pos / 10000^(2i/HS), in fp32 with powf/cosf/sinf exactly as run.c. */
+void model_rope_table(float *rope, int T, int HS) {
+    const int half = HS / 2;
+    for (int pos = 0; pos < T; pos++)
+        for (int i = 0; i < half; i++) {
+            float freq = 1.0f / powf(MODEL_ROPE_THETA, (float)(2 * i) / (float)HS);
+            float val = (float)pos * freq;
+            rope[((size_t)pos * half + i) * 2 + 0] = cosf(val);
+            rope[((size_t)pos * half + i) * 2 + 1] = sinf(val);
+        }
+}

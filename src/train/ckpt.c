@@ -26,19 +26,39 @@ void ckpt_path(char *out, size_t cap, const char *dir, int64_t update) {
 
 static size_t payload_bytes(const ckpt_header *h) { return 3 * (size_t)h->n_params * sizeof(float); }
 
-int ckpt_save(const char *path, const ckpt_header *h, const float *params, const float *m, const float *v) {
+int ckpt_save_from(const char *path, const ckpt_header *h,
+                   int (*get)(void *ctx, int part, size_t off, size_t n, float *dst), void *ctx) {
+    const size_t n = (size_t)h->n_params, slice = (size_t)4 << 20; /* 16 MB */
+    float *buf = malloc((n < slice ? n : slice) * sizeof(float) + 1);
+    if (!buf) return fb_err("out of memory writing %s", path);
     fb_atomic a;
-    if (fb_atomic_begin(&a, path)) return -1;
-    const size_t nb = (size_t)h->n_params * sizeof(float);
-    uint64_t sum = FB_HASH_INIT;
-    const void *parts[4] = {h, params, m, v};
-    const size_t lens[4] = {sizeof *h, nb, nb, nb};
-    for (int i = 0; i < 4; i++) {
-        sum = fb_hash64(sum, parts[i], lens[i]);
-        if (fb_atomic_write(&a, parts[i], lens[i])) return -1;
-    }
-    if (fb_atomic_write(&a, &sum, sizeof sum)) return -1;
+    if (fb_atomic_begin(&a, path)) { free(buf); return -1; }
+    uint64_t sum = fb_hash64(FB_HASH_INIT, h, sizeof *h);
+    int rc = fb_atomic_write(&a, h, sizeof *h);
+    for (int part = 0; part < 3 && !rc; part++)
+        for (size_t off = 0; off < n && !rc; off += slice) {
+            const size_t k = n - off < slice ? n - off : slice;
+            rc = get(ctx, part, off, k, buf);
+            if (!rc) {
+                sum = fb_hash64(sum, buf, k * sizeof(float));
+                rc = fb_atomic_write(&a, buf, k * sizeof(float));
+            }
+        }
+    free(buf);
+    if (!rc) rc = fb_atomic_write(&a, &sum, sizeof sum);
+    if (rc) { fb_atomic_abort(&a); return -1; }
     return fb_atomic_commit(&a);
+}
+
+typedef struct { const float *part[3]; } host_arrays;
+static int host_source(void *ctx, int part, size_t off, size_t n, float *dst) {
+    memcpy(dst, ((host_arrays *)ctx)->part[part] + off, n * sizeof(float));
+    return 0;
+}
+
+int ckpt_save(const char *path, const ckpt_header *h, const float *params, const float *m, const float *v) {
+    host_arrays src = {{params, m, v}};
+    return ckpt_save_from(path, h, host_source, &src);
 }
 
 static int check_header(const char *path, const ckpt_header *h, long long fsize) {

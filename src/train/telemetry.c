@@ -77,3 +77,88 @@ void tele_end(tele *t) {
     }
     fflush(t->f);
 }
+
+/* ---- the records of `fable train` ------------------------------------------------------- */
+void tele_step(tele *t, const tele_step_rec *r) {
+    tele_begin(t, "step");
+    tele_int(t, "step", r->step);
+    tele_int(t, "update", r->update);
+    tele_num(t, "loss", r->loss);
+    tele_num(t, "lr", r->lr);
+    tele_int(t, "tokens", r->tokens);
+    tele_num(t, "t_data", r->t_data * 1e3);
+    tele_num(t, "t_fwd", r->t_fwd * 1e3);
+    tele_num(t, "t_bwd", r->t_bwd * 1e3);
+    tele_num(t, "t_dw", r->t_dw * 1e3);
+    tele_num(t, "t_dw_wait", r->t_dw_wait * 1e3);
+    tele_num(t, "t_cls", r->t_cls * 1e3);
+    tele_num(t, "t_rms", r->t_rms * 1e3);
+    tele_num(t, "ms", r->ms * 1e3);
+    tele_end(t);
+}
+
+void tele_batch(tele *t, long long update, double loss, double lr, double grad_norm, double t_opt, double t_dw_wait,
+                double train_s, int accum, double tokens_per_s, long long tokens) {
+    tele_begin(t, "batch");
+    tele_int(t, "batch", update);
+    tele_num(t, "loss", loss);
+    tele_num(t, "lr", lr);
+    tele_num(t, "grad_norm", grad_norm);
+    tele_num(t, "t_opt", t_opt * 1e3);
+    tele_num(t, "t_dw_wait", t_dw_wait * 1e3);
+    tele_num(t, "train_ms", train_s * 1e3);
+    tele_num(t, "ms_per_step", train_s * 1e3 / accum);
+    tele_num(t, "tokens_per_s", tokens_per_s);
+    tele_int(t, "tokens", tokens);
+    tele_end(t);
+}
+
+void tele_perf(tele *t, long long update, double gflops, double peak_gflops) {
+    tele_begin(t, "perf");
+    tele_int(t, "batch", update);
+    tele_num(t, "gflops", gflops);
+    tele_num(t, "tflops", gflops / 1e3);
+    tele_num(t, "mfu_pct", peak_gflops > 0 ? 100.0 * gflops / peak_gflops : 0.0);
+    tele_num(t, "peak_gflops", peak_gflops);
+    tele_end(t);
+}
+
+void tele_eval(tele *t, long long update, double val_loss, int batches, long long tokens, double seconds) {
+    tele_begin(t, "eval");
+    tele_int(t, "step", update);
+    tele_num(t, "val_loss", val_loss);
+    tele_num(t, "val_ppl", exp(val_loss));
+    tele_int(t, "batches", batches);
+    tele_int(t, "tokens", tokens);
+    tele_num(t, "ms", seconds * 1e3);
+    tele_end(t);
+}
+
+void tele_sample(tele *t, long long update, const char *text, double tok_per_s) {
+    tele_begin(t, "sample");
+    tele_int(t, "step", update);
+    tele_str(t, "text", text);
+    tele_num(t, "tok_per_s", tok_per_s);
+    tele_end(t);
+}
+
+void tele_ckpt(tele *t, long long update, const char *path, long long bytes, double seconds) {
+    tele_begin(t, "ckpt");
+    tele_int(t, "step", update);
+    tele_str(t, "path", path);
+    tele_int(t, "bytes", bytes);
+    tele_num(t, "ms", seconds * 1e3);
+    tele_end(t);
+}
+
+void tele_end_run(tele *t, long long update, const char *reason, const char *error, double last_loss,
+                  double seconds, const char *checkpoint) {
+    tele_begin(t, "end");
+    tele_int(t, "step", update);
+    tele_str(t, "reason", reason);
+    if (error) tele_str(t, "error", error);
+    tele_num(t, "last_loss", last_loss);
+    tele_num(t, "seconds", seconds);
+    tele_str(t, "checkpoint", checkpoint);
+    tele_end(t);
+}

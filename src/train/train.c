@@ -55,6 +55,7 @@ void train_opts_defaults(train_opts *o) {
     memset(o, 0, sizeof *o);
     train_recipe("ane", &o->hp);
     o->out_dir = "out";
+    o->precision = -1;
     o->eval_every = 100;
     o->eval_batches = 20;
     o->sample_every = 0;
@@ -72,18 +73,18 @@ typedef struct {
     train_opts *o;
     model_config cfg;
     eng *e;
-    step_ctx s;
+    step_ctx s;             /* the training state: parameters, gradients, moments, activations */
     shard train, val;
     int have_val;
     loader ld;
-    float *params, *grads, *m, *v;
-    model_params pw, pg;
     size_t n;
     ckpt_header h;          /* running state, saved as is */
     tele tl;
     tokenizer *tok;
     char last_ckpt[4096];
     double peak;
+    int32_t *in, *tg;       /* [K, N] the update's windows (host) */
+    double *t_data;         /* [K] */
 } run;
 
 static void fill_header(run *r) {
@@ -98,8 +99,18 @@ static void fill_header(run *r) {
     h->data_tokens = r->train.n;
     h->data_vocab = r->train.vocab_size;
     h->threads = r->e->threads;
+    snprintf(h->engine, sizeof h->engine, "%s", r->e->name);
+    h->precision = r->e->precision;
     snprintf(h->data_path, sizeof h->data_path, "%s", r->o->train_path);
     snprintf(h->tokenizer_path, sizeof h->tokenizer_path, "%s", r->o->tokenizer_path ? r->o->tokenizer_path : "");
+}
+
+/* Streams parameters and moments from engine memory into the checkpoint, a slice at a time. */
+static int ckpt_source(void *ctx, int part, size_t off, size_t n, float *dst) {
+    step_ctx *s = ctx;
+    const float *src = part == 0 ? s->params : part == 1 ? s->m : s->v;
+    s->e->download(s->e, dst, src + off, n * sizeof(float));
+    return 0;
 }
 
 static int save_checkpoint(run *r) {
@@ -108,17 +119,12 @@ static int save_checkpoint(run *r) {
     fill_header(r);
     char path[4096];
     ckpt_path(path, sizeof path, r->o->out_dir, r->h.update);
-    if (ckpt_save(path, &r->h, r->params, r->m, r->v)) return -1;
+    if (ckpt_save_from(path, &r->h, ckpt_source, &r->s)) return -1;
     ckpt_prune(r->o->out_dir, r->o->keep);
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
-    tele_begin(&r->tl, "ckpt");
-    tele_int(&r->tl, "step", r->h.update);
-    tele_str(&r->tl, "path", path);
-    tele_int(&r->tl, "bytes", (long long)(sizeof(ckpt_header) + 3 * r->n * sizeof(float) + 8));
-    tele_num(&r->tl, "ms", dt * 1e3);
-    tele_end(&r->tl);
+    tele_ckpt(&r->tl, r->h.update, path, (long long)(sizeof(ckpt_header) + 3 * r->n * sizeof(float) + 8), dt);
     return 0;
 }
 
@@ -128,17 +134,14 @@ static double evaluate(run *r, int *used) {
     const int B = r->o->hp.batch, T = r->o->hp.seq;
     *used = 0;
     if (loader_init(&L, &r->val, LOADER_SEQUENTIAL, T, 0)) return NAN;
-    int32_t *in = malloc((size_t)B * T * sizeof(int32_t)), *tg = malloc((size_t)B * T * sizeof(int32_t));
     size_t windows = L.n_windows;
     int nb = r->o->eval_batches > 0 ? r->o->eval_batches : 1;
     if ((size_t)nb * B > windows) nb = (int)(windows / B);
     double sum = 0;
     for (int b = 0; b < nb; b++) {
-        loader_next(&L, B, in, tg);
-        sum += step_loss(&r->s, &r->pw, in, tg);
+        loader_next(&L, B, r->in, r->tg);
+        sum += step_loss(&r->s, r->in, r->tg);
     }
-    free(in);
-    free(tg);
     loader_free(&L);
     *used = nb;
     return nb ? sum / nb : NAN;
@@ -153,25 +156,21 @@ static void do_eval(run *r) {
     r->h.timers.eval += dt;
     if (nb == 0) return;
     if (vl < r->h.best_val_loss || r->h.best_val_loss == 0) r->h.best_val_loss = (float)vl;
-    tele_begin(&r->tl, "eval");
-    tele_int(&r->tl, "step", r->h.update);
-    tele_num(&r->tl, "val_loss", vl);
-    tele_num(&r->tl, "val_ppl", exp(vl));
-    tele_int(&r->tl, "batches", nb);
-    tele_int(&r->tl, "tokens", (long long)nb * r->o->hp.batch * r->o->hp.seq);
-    tele_num(&r->tl, "ms", dt * 1e3);
-    tele_end(&r->tl);
+    tele_eval(&r->tl, r->h.update, vl, nb, (long long)nb * r->o->hp.batch * r->o->hp.seq, dt);
     if (!r->o->quiet) printf("update %lld | val loss %.4f | val ppl %.2f\n", (long long)r->h.update, vl, exp(vl));
 }
 
+/* A sample from the current weights (downloaded to the host: the edge), as the reference
+ * dashboard: temperature 0.8, top-k 50, from BOS; seeded per update. */
 static void do_sample(run *r) {
     if (!r->tok || r->o->sample_tokens <= 0) return;
-    model mv = {.cfg = r->cfg, .data = r->params, .w = r->pw};
+    model mv;
+    if (model_create(&mv, &r->cfg)) return;
+    step_get_params(&r->s, mv.data);
     infer_state st;
     sampler smp;
     int steps = r->o->sample_tokens + 1 < r->cfg.seq_len ? r->o->sample_tokens + 1 : r->cfg.seq_len;
-    if (infer_init(&st, &mv, steps)) return;
-    /* as the reference dashboard: temperature 0.8, top-k 50, from BOS; seeded per update */
+    if (infer_init(&st, &mv, steps)) { model_free(&mv); return; }
     if (sampler_init(&smp, r->cfg.vocab_size, 0.8f, 0.0f, 50, r->o->hp.seed + (uint64_t)r->h.update) == 0) {
         char *text = NULL;
         size_t len = 0;
@@ -180,11 +179,7 @@ static void do_sample(run *r) {
         if (mem && infer_generate(&st, r->tok, &smp, "", steps, mem, &tps) >= 0) {
             fclose(mem);
             mem = NULL;
-            tele_begin(&r->tl, "sample");
-            tele_int(&r->tl, "step", r->h.update);
-            tele_str(&r->tl, "text", text);
-            tele_num(&r->tl, "tok_per_s", tps);
-            tele_end(&r->tl);
+            tele_sample(&r->tl, r->h.update, text, tps);
             if (!r->o->quiet) printf("--- sample at update %lld ---\n%s---\n", (long long)r->h.update, text);
         }
         if (mem) fclose(mem);
@@ -192,23 +187,7 @@ static void do_sample(run *r) {
         sampler_free(&smp);
     }
     infer_free(&st);
-}
-
-/* After a non-finite loss: find where the forward pass first went bad. */
-static void diagnose_forward(run *r, char *out, size_t cap) {
-    const eng_dims *d = &r->s.d;
-    const size_t ND = (size_t)d->N * d->D;
-    for (int i = 0; i <= 2 * r->cfg.n_layers; i++) {
-        const float *x = r->s.res + i * ND;
-        for (size_t k = 0; k < ND; k++)
-            if (!isfinite(x[k])) {
-                if (i == 0) snprintf(out, cap, "the token embedding (non-finite weights)");
-                else snprintf(out, cap, "the forward pass, layer %d %s output", (i - 1) / 2,
-                              (i - 1) % 2 == 0 ? "attention" : "FFN");
-                return;
-            }
-    }
-    snprintf(out, cap, "the classifier / cross-entropy (final RMSNorm and logits)");
+    model_free(&mv);
 }
 
 static int check_space(run *r) {
@@ -231,33 +210,93 @@ static int check_space(run *r) {
     return 0;
 }
 
+/* The checkpoint to resume from decides the model and the trajectory. */
+static int setup_resume(run *r, char *rpath, size_t cap) {
+    train_opts *o = r->o;
+    ckpt_header rh;
+    if (ckpt_latest(o->resume_dir, rpath, cap)) return -1;
+    if (ckpt_read_header(rpath, &rh)) return -1;
+    ckpt_cfg_unpack(rh.cfg, &o->cfg);
+    o->hp = rh.hp;
+    if (o->resume_steps > 0) o->hp.steps = o->resume_steps;
+    if (!o->out_dir) o->out_dir = o->resume_dir;
+    const char *was = rh.engine[0] ? rh.engine : "cpu";
+    if (strcmp(was, r->e->name) || rh.precision != r->e->precision)
+        fprintf(stderr, "fable train: note: %s was written by the %s engine in %s; resuming on %s in %s: the run "
+                        "continues correctly but not bit-for-bit\n",
+                rpath, was, eng_precision_name(rh.precision), r->e->name, eng_precision_name(r->e->precision));
+    else if (rh.threads != r->e->threads)
+        fprintf(stderr, "fable train: note: %s was written with %d threads, resuming with %d: the run continues "
+                        "correctly but not bit-for-bit\n", rpath, rh.threads, r->e->threads);
+    return 0;
+}
+
+/* Training and validation shards, checked against the model's vocabulary. */
+static int setup_data(run *r) {
+    train_opts *o = r->o;
+    const train_hparams *hp = &o->hp;
+    int dv = o->data_vocab;
+    if (shard_open(&r->train, o->train_path, dv)) return -1;
+    if (r->train.vocab_size != r->cfg.vocab_size)
+        return fb_err("%s holds ids of a %d-token vocabulary but the model has vocab_size %d: tokenize with the "
+                      "model's tokenizer or choose a matching model", o->train_path, r->train.vocab_size,
+                      r->cfg.vocab_size);
+    if (o->val_path) {
+        if (shard_open(&r->val, o->val_path, dv)) return -1;
+        if (r->val.vocab_size != r->cfg.vocab_size)
+            return fb_err("%s: vocab %d does not match the model's %d", o->val_path, r->val.vocab_size,
+                          r->cfg.vocab_size);
+        if (r->val.n < (size_t)hp->batch * hp->seq + 1)
+            fprintf(stderr, "fable train: note: %s is smaller than one %dx%d batch: no validation\n", o->val_path,
+                    hp->batch, hp->seq);
+        else
+            r->have_val = 1;
+    }
+    return loader_init(&r->ld, &r->train, (loader_kind)hp->sampler, hp->seq, hp->seed);
+}
+
+/* Parameters and moments into engine memory: from the checkpoint, the --init model, or the seed. */
+static int setup_weights(run *r, const char *rpath, model *init) {
+    train_opts *o = r->o;
+    memset(&r->h, 0, sizeof r->h);
+    if (o->resume_dir) {
+        float *p = NULL, *m = NULL, *v = NULL;
+        if (ckpt_load(rpath, &r->h, &p, &m, &v)) return -1;
+        step_set_params(&r->s, p);
+        step_set_moments(&r->s, m, v);
+        fb_free(p);
+        fb_free(m);
+        fb_free(v);
+        if (r->h.data_tokens != r->train.n || r->h.data_vocab != r->train.vocab_size)
+            return fb_err("%s does not match the data: it was trained on %s (%llu tokens, vocab %d), but --train %s "
+                          "has %zu tokens, vocab %d",
+                          rpath, r->h.data_path, (unsigned long long)r->h.data_tokens, r->h.data_vocab,
+                          o->train_path, r->train.n, r->train.vocab_size);
+        if (loader_restore(&r->ld, &r->h.loader)) return -1;
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", rpath);
+    } else if (init->data) {
+        step_set_params(&r->s, init->data);
+    } else {
+        step_init_weights(&r->s, o->hp.seed);
+    }
+    return 0;
+}
+
 static int setup(run *r) {
     train_opts *o = r->o;
     train_hparams *hp = &o->hp;
     if (hp->batch <= 0 || hp->seq <= 0 || hp->accum <= 0 || hp->steps <= 0)
         return fb_err("batch, seq, accum and steps must be positive (got %d, %d, %d, %d)", hp->batch, hp->seq,
                       hp->accum, hp->steps);
+    if (hp->accum > STEP_MAX_ACCUM) return fb_err("--accum %d is more than %d", hp->accum, STEP_MAX_ACCUM);
     if (!(hp->lr >= 0) || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) || !(hp->eps > 0))
         return fb_err("invalid optimizer settings (lr %g, beta1 %g, beta2 %g, eps %g)", hp->lr, hp->beta1, hp->beta2,
                       hp->eps);
     if (tele_open(&r->tl, o->log_path)) return -1;
-    r->e = eng_cpu_create(o->threads);
+    r->e = eng_create(o->engine, &(eng_opts){.threads = o->threads, .precision = o->precision, .device = 0});
     if (!r->e) return -1;
-
-    /* resume: the checkpoint decides the model and the trajectory */
-    ckpt_header rh;
     char rpath[4096] = "";
-    if (o->resume_dir) {
-        if (ckpt_latest(o->resume_dir, rpath, sizeof rpath)) return -1;
-        if (ckpt_read_header(rpath, &rh)) return -1;
-        ckpt_cfg_unpack(rh.cfg, &o->cfg);
-        *hp = rh.hp;
-        if (o->resume_steps > 0) hp->steps = o->resume_steps;
-        if (!o->out_dir) o->out_dir = o->resume_dir;
-        if (rh.threads != r->e->threads)
-            fprintf(stderr, "fable train: note: %s was written with %d threads, resuming with %d: the run continues "
-                            "correctly but not bit-for-bit\n", rpath, rh.threads, r->e->threads);
-    }
+    if (o->resume_dir && setup_resume(r, rpath, sizeof rpath)) return -1;
     /* model shape */
     model init;
     memset(&init, 0, sizeof init);
@@ -266,68 +305,15 @@ static int setup(run *r) {
         o->cfg = init.cfg;
     }
     r->cfg = o->cfg;
-    if (model_config_validate(&r->cfg)) { model_free(&init); return -1; }
-    if (hp->seq > r->cfg.seq_len && !o->seq_explicit && !o->resume_dir) hp->seq = r->cfg.seq_len;
-    if (hp->seq > r->cfg.seq_len) {
-        model_free(&init);
-        return fb_err("--seq %d exceeds the model's seq_len %d", hp->seq, r->cfg.seq_len);
-    }
-    /* data */
-    int dv = o->data_vocab;
-    if (shard_open(&r->train, o->train_path, dv)) { model_free(&init); return -1; }
-    if (r->train.vocab_size != r->cfg.vocab_size) {
-        model_free(&init);
-        return fb_err("%s holds ids of a %d-token vocabulary but the model has vocab_size %d: tokenize with the "
-                      "model's tokenizer or choose a matching model", o->train_path, r->train.vocab_size,
-                      r->cfg.vocab_size);
-    }
-    if (o->val_path) {
-        if (shard_open(&r->val, o->val_path, dv)) { model_free(&init); return -1; }
-        if (r->val.vocab_size != r->cfg.vocab_size) {
-            model_free(&init);
-            return fb_err("%s: vocab %d does not match the model's %d", o->val_path, r->val.vocab_size,
-                          r->cfg.vocab_size);
-        }
-        if (r->val.n < (size_t)hp->batch * hp->seq + 1)
-            fprintf(stderr, "fable train: note: %s is smaller than one %dx%d batch: no validation\n", o->val_path,
-                    hp->batch, hp->seq);
-        else
-            r->have_val = 1;
-    }
-    if (loader_init(&r->ld, &r->train, (loader_kind)hp->sampler, hp->seq, hp->seed)) { model_free(&init); return -1; }
-
-    /* parameters, gradients, Adam moments: four flat arrays of the same layout */
+    int rc = model_config_validate(&r->cfg);
+    if (!rc && hp->seq > r->cfg.seq_len && !o->seq_explicit && !o->resume_dir) hp->seq = r->cfg.seq_len;
+    if (!rc && hp->seq > r->cfg.seq_len) rc = fb_err("--seq %d exceeds the model's seq_len %d", hp->seq, r->cfg.seq_len);
+    if (!rc) rc = setup_data(r);
     r->n = model_num_params(&r->cfg);
-    const size_t state_bytes = 4 * r->n * sizeof(float), avail = fb_mem_available();
-    if (avail && state_bytes > avail) {
-        model_free(&init);
-        return fb_err("%zu parameters need %.2f GB for weights, gradients and Adam moments, but only %.2f GB of "
-                      "memory is available", r->n, state_bytes / 1e9, avail / 1e9);
-    }
-    r->grads = r->e->alloc(r->e, r->n * sizeof(float));
-    if (!r->grads) { model_free(&init); return -1; }
-    model_params_view(&r->cfg, r->grads, &r->pg);
-    memset(&r->h, 0, sizeof r->h);
-    if (o->resume_dir) {
-        if (ckpt_load(rpath, &r->h, &r->params, &r->m, &r->v)) return -1;
-        if (r->h.data_tokens != r->train.n || r->h.data_vocab != r->train.vocab_size)
-            return fb_err("%s does not match the data: it was trained on %s (%llu tokens, vocab %d), but --train %s "
-                          "has %zu tokens, vocab %d",
-                          rpath, r->h.data_path, (unsigned long long)r->h.data_tokens, r->h.data_vocab,
-                          o->train_path, r->train.n, r->train.vocab_size);
-        if (loader_restore(&r->ld, &r->h.loader)) return -1;
-        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", rpath);
-    } else {
-        r->params = r->e->alloc(r->e, r->n * sizeof(float));
-        r->m = r->e->alloc(r->e, r->n * sizeof(float));
-        r->v = r->e->alloc(r->e, r->n * sizeof(float));
-        if (!r->params || !r->m || !r->v) { model_free(&init); return -1; }
-        if (init.data) memcpy(r->params, init.data, r->n * sizeof(float));
-        else model_init_weights(&r->cfg, r->params, hp->seed);
-    }
+    if (!rc) rc = step_init(&r->s, r->e, &r->cfg, hp->batch, hp->seq, hp->accum, 1);
+    if (!rc) rc = setup_weights(r, rpath, &init);
     model_free(&init);
-    model_params_view(&r->cfg, r->params, &r->pw);
-    if (step_init(&r->s, r->e, &r->cfg, hp->batch, hp->seq)) return -1;
+    if (rc) return -1;
     if (check_space(r)) return -1;
     if (o->tokenizer_path) {
         r->tok = tok_load(o->tokenizer_path);
@@ -336,6 +322,11 @@ static int setup(run *r) {
             return fb_err("%s has %d tokens, the model's vocabulary is %d", o->tokenizer_path,
                           tok_vocab_size(r->tok), r->cfg.vocab_size);
     }
+    const size_t N = (size_t)hp->batch * hp->seq;
+    r->in = malloc(hp->accum * N * sizeof(int32_t));
+    r->tg = malloc(hp->accum * N * sizeof(int32_t));
+    r->t_data = calloc(hp->accum, sizeof(double));
+    if (!r->in || !r->tg || !r->t_data) return fb_err("out of memory for the data windows");
     r->peak = eng_peak_gflops(r->e);
     return 0;
 }
@@ -343,13 +334,11 @@ static int setup(run *r) {
 static void teardown(run *r) {
     if (r->e) {
         step_free(&r->s);
-        r->e->free(r->e, r->grads);
-        /* params/m/v come from fb_alloc either way (cpu engine) */
-        fb_free(r->params);
-        fb_free(r->m);
-        fb_free(r->v);
         r->e->destroy(r->e);
     }
+    free(r->in);
+    free(r->tg);
+    free(r->t_data);
     loader_free(&r->ld);
     shard_close(&r->train);
     if (r->have_val || r->val.map) shard_close(&r->val);
@@ -362,6 +351,8 @@ static void log_start(run *r) {
     tele *t = &r->tl;
     tele_begin(t, "start");
     tele_str(t, "engine", r->e->name);
+    tele_str(t, "precision", eng_precision_name(r->e->precision));
+    tele_str(t, "device", r->e->device);
     tele_int(t, "threads", r->e->threads);
     tele_int(t, "dim", r->cfg.dim);
     tele_int(t, "hidden_dim", r->cfg.hidden_dim);
@@ -395,6 +386,74 @@ static void log_start(run *r) {
     tele_end(t);
 }
 
+/* One update: K micro-steps and AdamW queued on the engine (data for micro-step k+1 is read
+ * while the engine works on k), then the one synchronisation. 0, or -1 + fb_err. */
+static int run_update(run *r, int u, float lr, step_result *res) {
+    const train_hparams *hp = &r->o->hp;
+    const int B = hp->batch, K = hp->accum;
+    const size_t N = (size_t)B * hp->seq;
+    for (int k = 0; k < K; k++) {
+        double t0 = fb_now();
+        if (loader_next(&r->ld, B, r->in + k * N, r->tg + k * N)) return -1;
+        r->t_data[k] = fb_now() - t0;
+        step_fwd_bwd(&r->s, r->in + k * N, r->tg + k * N, k);
+    }
+    step_optimizer(&r->s, &(optim_cfg){.lr = lr, .beta1 = hp->beta1, .beta2 = hp->beta2, .eps = hp->eps,
+                                       .weight_decay = hp->weight_decay, .grad_clip = hp->grad_clip},
+                   u, 1.0f / K);
+    step_finish(&r->s, res);
+    for (int k = 0; k < K; k++)
+        if (!isfinite(res->loss[k])) {
+            char where[256];
+            step_diagnose(&r->s, where, sizeof where);
+            return fb_err("loss became %s at update %d, micro-step %d (phase: %s); training stopped without saving; "
+                          "the last good checkpoint is %s",
+                          isnan(res->loss[k]) ? "NaN" : "infinite", u, k + 1, where,
+                          r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+        }
+    if (!isfinite(res->grad_norm))
+        return fb_err("gradient norm became %s at update %d (phase: backward); training stopped without saving; the "
+                      "last good checkpoint is %s",
+                      isnan(res->grad_norm) ? "NaN" : "infinite", u, r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+    return 0;
+}
+
+/* Telemetry of one finished update: its micro-steps, the update, its FLOP rate. */
+static void log_update(run *r, int u, float lr, const step_result *res, double dt) {
+    const train_hparams *hp = &r->o->hp;
+    const int K = hp->accum;
+    const size_t N = (size_t)hp->batch * hp->seq;
+    const int async = r->e->dw_async;
+    int64_t tokens = r->h.tokens_seen - (int64_t)(K * N);
+    for (int k = 0; k < K; k++) {
+        const double *t = res->sec[k];
+        tokens += (int64_t)N;
+        tele_step_rec sr = {.step = r->h.micro_steps - K + k + 1, .update = u, .loss = res->loss[k], .lr = lr,
+                            .tokens = tokens, .t_data = r->t_data[k], .t_fwd = t[ENG_PH_FWD],
+                            .t_bwd = t[ENG_PH_BWD], .t_dw = t[ENG_PH_DW], .t_dw_wait = t[ENG_PH_DW_WAIT],
+                            .t_cls = t[ENG_PH_CLS], .t_rms = t[ENG_PH_RMS]};
+        /* the micro-step's time on the engine's main queue (overlapped dW counts only as its wait) */
+        sr.ms = r->t_data[k] + t[ENG_PH_FWD] + t[ENG_PH_RMS] + t[ENG_PH_CLS] + t[ENG_PH_BWD] +
+                (async ? t[ENG_PH_DW_WAIT] : t[ENG_PH_DW]);
+        tele_step(&r->tl, &sr);
+        r->h.timers.data += r->t_data[k];
+    }
+    const double *to = res->sec[K];
+    double ph[ENG_PH_COUNT] = {0};
+    for (int k = 0; k <= K; k++)
+        for (int p = 0; p < ENG_PH_COUNT; p++) ph[p] += res->sec[k][p];
+    r->h.timers.fwd += ph[ENG_PH_FWD];
+    r->h.timers.bwd_dx += ph[ENG_PH_BWD];
+    r->h.timers.dw += ph[ENG_PH_DW];
+    r->h.timers.cls += ph[ENG_PH_CLS];
+    r->h.timers.rms += ph[ENG_PH_RMS];
+    r->h.timers.opt += ph[ENG_PH_OPT];
+    const double gflops = step_flops(&r->cfg, hp->batch, hp->seq) * K / dt / 1e9;
+    tele_batch(&r->tl, u, res->loss_mean, lr, res->grad_norm, to[ENG_PH_OPT], to[ENG_PH_DW_WAIT], dt, K,
+               (double)N * K / dt, r->h.tokens_seen);
+    tele_perf(&r->tl, u, gflops, r->peak);
+}
+
 int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
@@ -409,8 +468,6 @@ int train_run(train_opts *o) {
     const train_hparams *hp = &o->hp;
     const int B = hp->batch, T = hp->seq, K = hp->accum;
     const size_t N = (size_t)B * T;
-    const double flops_micro = step_flops(&r.cfg, B, T);
-    int32_t *in = malloc(N * sizeof(int32_t)), *tg = malloc(N * sizeof(int32_t));
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
@@ -419,97 +476,33 @@ int train_run(train_opts *o) {
     log_start(&r);
     if (!o->quiet)
         printf("training %zu parameters (%d layers, dim %d, vocab %d) on %s: %d x %d tokens x %d accum, %d updates, "
-               "%d threads, peak %.0f GFLOP/s\n",
-               r.n, r.cfg.n_layers, r.cfg.dim, r.cfg.vocab_size, o->train_path, B, T, K, hp->steps, r.e->threads,
-               r.peak);
+               "engine %s (%s, %s), peak %.0f GFLOP/s\n",
+               r.n, r.cfg.n_layers, r.cfg.dim, r.cfg.vocab_size, o->train_path, B, T, K, hp->steps, r.e->name,
+               eng_precision_name(r.e->precision), r.e->device, r.peak);
     const double run_t0 = fb_now();
     double last_print = 0;
     int updates_this_run = 0;
     const char *stop_reason = "done";
     rc = 0;
+    step_result res;
     while (r.h.update < hp->steps) {
         const int u = (int)r.h.update + 1;
         const float lr = train_lr(hp, u);
         const double u_t0 = fb_now();
-        double loss_sum = 0;
-        for (int k = 0; k < K; k++) {
-            const step_timers before = r.s.tm;
-            double t0 = fb_now();
-            if (loader_next(&r.ld, B, in, tg)) { rc = -1; break; }
-            double t_data = fb_now() - t0;
-            double loss = step_fwd_bwd(&r.s, &r.pw, &r.pg, in, tg, k > 0); /* k = 0 overwrites */
-            double t_all = fb_now() - t0;
-            r.h.micro_steps++;
-            r.h.tokens_seen += (int64_t)N;
-            if (!isfinite(loss)) {
-                char where[256];
-                diagnose_forward(&r, where, sizeof where);
-                rc = fb_err("loss became %s at update %d, micro-step %d (phase: %s); training stopped without "
-                            "saving; the last good checkpoint is %s",
-                            isnan(loss) ? "NaN" : "infinite", u, k + 1, where,
-                            r.last_ckpt[0] ? r.last_ckpt : "(none written yet)");
-                break;
-            }
-            loss_sum += loss;
-            const step_timers *a = &r.s.tm;
-            tele_begin(&r.tl, "step");
-            tele_int(&r.tl, "step", r.h.micro_steps);
-            tele_int(&r.tl, "update", u);
-            tele_num(&r.tl, "loss", loss);
-            tele_num(&r.tl, "lr", lr);
-            tele_int(&r.tl, "tokens", r.h.tokens_seen);
-            tele_num(&r.tl, "t_data", t_data * 1e3);
-            tele_num(&r.tl, "t_fwd", (a->fwd - before.fwd) * 1e3);
-            tele_num(&r.tl, "t_bwd", (a->bwd_dx - before.bwd_dx) * 1e3);
-            tele_num(&r.tl, "t_dw", (a->dw - before.dw) * 1e3);
-            tele_num(&r.tl, "t_dw_wait", 0.0);
-            tele_num(&r.tl, "t_cls", (a->cls - before.cls) * 1e3);
-            tele_num(&r.tl, "t_rms", (a->rms - before.rms) * 1e3);
-            tele_num(&r.tl, "ms", t_all * 1e3);
-            tele_end(&r.tl);
-            r.h.timers.data += t_data;
-        }
-        if (rc) break;
-        const double t_opt0 = r.s.tm.opt;
-        double gnorm = step_optimizer(&r.s, r.params, r.grads, r.m, r.v,
-                                      &(optim_cfg){.lr = lr, .beta1 = hp->beta1, .beta2 = hp->beta2, .eps = hp->eps,
-                                                   .weight_decay = hp->weight_decay, .grad_clip = hp->grad_clip},
-                                      u, 1.0f / K);
-        if (!isfinite(gnorm)) {
-            rc = fb_err("gradient norm became %s at update %d (phase: backward); training stopped without saving; "
-                        "the last good checkpoint is %s",
-                        isnan(gnorm) ? "NaN" : "infinite", u, r.last_ckpt[0] ? r.last_ckpt : "(none written yet)");
-            break;
-        }
-        r.h.update = u;
-        updates_this_run++;
+        if (run_update(&r, u, lr, &res)) { rc = -1; break; }
         const double dt = fb_now() - u_t0;
-        const double loss = loss_sum / K;
-        r.h.last_loss = (float)loss;
-        const double gflops = flops_micro * K / dt / 1e9;
-        tele_begin(&r.tl, "batch");
-        tele_int(&r.tl, "batch", u);
-        tele_num(&r.tl, "loss", loss);
-        tele_num(&r.tl, "lr", lr);
-        tele_num(&r.tl, "grad_norm", gnorm);
-        tele_num(&r.tl, "t_opt", (r.s.tm.opt - t_opt0) * 1e3);
-        tele_num(&r.tl, "train_ms", dt * 1e3);
-        tele_num(&r.tl, "ms_per_step", dt * 1e3 / K);
-        tele_num(&r.tl, "tokens_per_s", (double)N * K / dt);
-        tele_int(&r.tl, "tokens", r.h.tokens_seen);
-        tele_end(&r.tl);
-        tele_begin(&r.tl, "perf");
-        tele_int(&r.tl, "batch", u);
-        tele_num(&r.tl, "gflops", gflops);
-        tele_num(&r.tl, "tflops", gflops / 1e3);
-        tele_num(&r.tl, "mfu_pct", r.peak > 0 ? 100.0 * gflops / r.peak : 0.0);
-        tele_num(&r.tl, "peak_gflops", r.peak);
-        tele_end(&r.tl);
+        r.h.update = u;
+        r.h.micro_steps += K;
+        r.h.tokens_seen += (int64_t)N * K;
+        r.h.last_loss = (float)res.loss_mean;
+        updates_this_run++;
+        log_update(&r, u, lr, &res, dt);
         const double now = fb_now();
         if (!o->quiet && (now - last_print >= 1.0 || u == hp->steps || u == 1)) {
+            const double gflops = step_flops(&r.cfg, B, T) * K / dt / 1e9;
             printf("update %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.1f ms/step | %.0f tok/s | %.1f GFLOP/s "
                    "(%.0f%% MFU)\n",
-                   u, hp->steps, loss, lr, gnorm, dt * 1e3 / K, (double)N * K / dt, gflops,
+                   u, hp->steps, res.loss_mean, lr, res.grad_norm, dt * 1e3 / K, (double)N * K / dt, gflops,
                    r.peak > 0 ? 100.0 * gflops / r.peak : 0.0);
             fflush(stdout);
             last_print = now;
@@ -527,12 +520,6 @@ int train_run(train_opts *o) {
             break;
         }
     }
-    r.h.timers.fwd += r.s.tm.fwd;
-    r.h.timers.bwd_dx += r.s.tm.bwd_dx;
-    r.h.timers.dw += r.s.tm.dw;
-    r.h.timers.cls += r.s.tm.cls;
-    r.h.timers.rms += r.s.tm.rms;
-    r.h.timers.opt += r.s.tm.opt;
     r.h.timers.total += fb_now() - run_t0;
     if (rc == 0) {
         if (r.h.update > 0 && save_checkpoint(&r)) rc = -1;
@@ -543,21 +530,13 @@ int train_run(train_opts *o) {
     }
     char msg[2048] = "";
     if (rc) snprintf(msg, sizeof msg, "%s", fb_errmsg());
-    tele_begin(&r.tl, "end");
-    tele_int(&r.tl, "step", r.h.update);
-    tele_str(&r.tl, "reason", rc ? "error" : stop_reason);
-    if (rc) tele_str(&r.tl, "error", msg);
-    tele_num(&r.tl, "last_loss", r.h.last_loss);
-    tele_num(&r.tl, "seconds", r.h.timers.total);
-    tele_str(&r.tl, "checkpoint", r.last_ckpt);
-    tele_end(&r.tl);
+    tele_end_run(&r.tl, r.h.update, rc ? "error" : stop_reason, rc ? msg : NULL, r.h.last_loss, r.h.timers.total,
+                 r.last_ckpt);
     if (!o->quiet && rc == 0)
         printf("stopped (%s) at update %lld; checkpoint %s\n", stop_reason, (long long)r.h.update,
                r.last_ckpt[0] ? r.last_ckpt : "(none)");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    free(in);
-    free(tg);
     teardown(&r);
     return rc ? fb_err("%s", msg) : 0;
 }

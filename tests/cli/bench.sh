@@ -41,7 +41,7 @@ k=$(./fable bench kernels --preset stories260K --batch 2 --seq 32 --reps 2 --onl
 if ./fable bench kernels --preset stories260K --only no_such_kernel >/dev/null 2>"${TMPDIR:-/tmp}/fable_bench_err.$$"; then
   fail "--only no_such_kernel succeeded"
 fi
-grep -q "no kernel or GEMM shape name contains 'no_such_kernel'" "${TMPDIR:-/tmp}/fable_bench_err.$$" ||
+grep -q "no kernel name contains 'no_such_kernel'" "${TMPDIR:-/tmp}/fable_bench_err.$$" ||
   fail "--only no_such_kernel: no clear message"
 rm -f "${TMPDIR:-/tmp}/fable_bench_err.$$"
 echo "bench: all checks passed"

@@ -95,7 +95,7 @@ static void check(const shape *s, int path, int block, int threads) {
     double *rdk = calloc((size_t)N * KVD, 8), *rdv = calloc((size_t)N * KVD, 8);
     reference(s, q, k, v, da, ratt, rlse, rdq, rdk, rdv);
 
-    eng *e = eng_cpu_create(threads);
+    eng *e = eng_create("cpu", &(eng_opts){.threads = threads, .precision = -1});
     cpu_attn_tiles = path == PATH_TILES;
     cpu_attn_direct_hs = path == PATH_DIRECT ? 16 : 0;
     cpu_attn_block = block;

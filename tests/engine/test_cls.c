@@ -23,10 +23,11 @@ static void check(int threads, int D, int V, int N) {
         nv += tg[n] >= 0;
     }
     for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = 1e-3f; /* dW accumulates (+=) onto this */
-    eng *e = eng_cpu_create(threads);
+    eng *e = eng_create("cpu", &(eng_opts){.threads = threads, .precision = -1});
     eng_dims d = {.B = 1, .T = N, .N = N, .D = D, .V = V};
     const float scale = 1.0f / nv;
-    double sum = e->cls_loss(e, &d, xn, w, tg, scale, loss, dxn, dw, 1);
+    double sum;
+    e->cls_loss(e, &d, xn, w, tg, scale, loss, &sum, dxn, dw, 1);
 
     /* reference in double */
     double *ref_dx = calloc((size_t)N * D, sizeof(double)), *ref_dw = calloc((size_t)V * D, sizeof(double));
@@ -77,7 +78,8 @@ static void check(int threads, int D, int V, int N) {
     CHECK(e_dw < 1e-4, "dWcls rel err %g", e_dw);
     /* forward-only path gives the same losses */
     float *loss2 = fb_alloc((size_t)N * 4);
-    double sum2 = e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, NULL, NULL, 0);
+    double sum2;
+    e->cls_loss(e, &d, xn, w, tg, 1.0f, loss2, &sum2, NULL, NULL, 0);
     /* bit for bit with fable's GEMM (its result does not depend on C's leading dimension,
      * and the forward-only call writes compact tiles); OpenBLAS (FABLE_GEMM=blas, or
      * FABLE_GEMM_KERNEL=blas under fable's layout) may round differently for the two layouts */
@@ -92,7 +94,8 @@ static void check(int threads, int D, int V, int N) {
     /* acc = 0 overwrites dW (NaN in it must not survive) and gives the accumulated result
      * minus the offset */
     for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = NAN;
-    e->cls_loss(e, &d, xn, w, tg, scale, loss2, dxn, dw, 0);
+    double sum3;
+    e->cls_loss(e, &d, xn, w, tg, scale, loss2, &sum3, dxn, dw, 0);
     double mdw0 = 0;
     for (size_t i = 0; i < (size_t)V * D; i++) {
         double err = isfinite(dw[i]) ? fabs((double)dw[i] - ref_dw[i]) : INFINITY;

@@ -115,50 +115,55 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     }
     for (int i = 0; i < k->n_ignored; i++) tgt[(size_t)(3 + 5 * i) % (size_t)N] = -1;
 
-    /* fable: loss and analytic gradient (fp32, cpu engine) */
+    /* fable: loss and analytic gradient (fp32, the engine under test) */
     step_ctx s;
-    if (step_init(&s, e, c, B, T) != 0) { CHECK(0, "step_init: %s", fb_errmsg()); return; }
-    float *pw = e->alloc(e, P * sizeof(float)), *pg = e->alloc(e, P * sizeof(float));
-    e->upload(e, pw, m.data, P * sizeof(float));
-    model_params wv, gv;
-    model_params_view(c, pw, &wv);
-    model_params_view(c, pg, &gv);
+    if (step_init(&s, e, c, B, T, 1, 1) != 0) { CHECK(0, "step_init: %s", fb_errmsg()); return; }
+    step_set_params(&s, m.data);
+    step_result res;
     float *losses = malloc(sizeof(float) * N);
-    double loss_eval = step_loss(&s, &wv, tok, tgt);
-    e->sync(e);
-    e->download(e, losses, s.losses, sizeof(float) * N);
-    /* acc = 0 must write every gradient element: start from NaN so a missed one shows */
+    double loss_eval = step_loss(&s, tok, tgt);
+    step_get_losses(&s, losses);
+    /* k = 0 must write every gradient element: start from NaN so a missed one shows */
     float *g1 = malloc(P * sizeof(float)), *g2 = malloc(P * sizeof(float));
     for (size_t i = 0; i < P; i++) g1[i] = NAN;
-    e->upload(e, pg, g1, P * sizeof(float));
-    double loss_fb = step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
-    e->sync(e);
-    e->download(e, g1, pg, P * sizeof(float));
+    step_set_grads(&s, g1);
+    step_fwd_bwd(&s, tok, tgt, 0);
+    step_finish(&s, &res);
+    double loss_fb = res.loss[0];
+    step_get_grads(&s, g1);
     size_t nonfinite = 0;
     for (size_t i = 0; i < P; i++) nonfinite += !isfinite(g1[i]);
-    CHECK(nonfinite == 0, "step_fwd_bwd(acc = 0) left %zu of %zu gradient elements unwritten", nonfinite, P);
-    /* accumulation: a second identical call with acc = 1 adds the same gradient again */
-    step_fwd_bwd(&s, &wv, &gv, tok, tgt, 1);
-    e->sync(e);
-    e->download(e, g2, pg, P * sizeof(float));
+    CHECK(nonfinite == 0, "step_fwd_bwd(k = 0) left %zu of %zu gradient elements unwritten", nonfinite, P);
+    /* accumulation: a second micro-step (k = 1) on the same data adds the same gradient again */
+    step_ctx s2;
+    if (step_init(&s2, e, c, B, T, 2, 1) != 0) { CHECK(0, "step_init: %s", fb_errmsg()); return; }
+    step_set_params(&s2, m.data);
+    step_fwd_bwd(&s2, tok, tgt, 0);
+    step_fwd_bwd(&s2, tok, tgt, 1);
+    step_finish(&s2, &res);
+    step_get_grads(&s2, g2);
+    CHECK(res.n == 2 && res.loss[0] == loss_fb && res.loss[1] == loss_fb, "micro-step losses %g %g vs %g",
+          res.loss[0], res.loss[1], loss_fb);
+    step_free(&s2);
     for (size_t i = 0; i < P; i++) g2[i] *= 0.5f;
     double acc = t_rel_err(g2, g1, P, NULL);
-    CHECK(acc < 1e-6, "second step_fwd_bwd did not accumulate: grads/2 differ by %.2e", acc);
-    /* a micro-batch with every target ignored has a zero gradient: acc = 0 writes zeros */
+    CHECK(acc < 1e-6, "second micro-step did not accumulate: grads/2 differ by %.2e", acc);
+    /* a micro-batch with every target ignored has a zero gradient: k = 0 writes zeros */
     int32_t *none = malloc(sizeof(int32_t) * N);
     for (int n = 0; n < N; n++) none[n] = -1;
-    double l0 = step_fwd_bwd(&s, &wv, &gv, tok, none, 0);
-    e->sync(e);
-    e->download(e, g2, pg, P * sizeof(float));
+    step_fwd_bwd(&s, tok, none, 0);
+    step_finish(&s, &res);
+    double l0 = res.loss[0];
+    step_get_grads(&s, g2);
     size_t nonzero = 0;
     for (size_t i = 0; i < P; i++) nonzero += g2[i] != 0.0f;
     CHECK(l0 == 0.0 && nonzero == 0, "all targets ignored: loss %g, %zu nonzero gradient elements", l0, nonzero);
     free(none);
-    /* and acc = 0 again overwrites: the first gradient, bit for bit */
-    step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
-    e->sync(e);
-    e->download(e, g2, pg, P * sizeof(float));
-    CHECK(memcmp(g1, g2, P * sizeof(float)) == 0, "step_fwd_bwd(acc = 0) did not overwrite the gradients");
+    /* and k = 0 again overwrites: the first gradient, bit for bit */
+    step_fwd_bwd(&s, tok, tgt, 0);
+    step_finish(&s, &res);
+    step_get_grads(&s, g2);
+    CHECK(memcmp(g1, g2, P * sizeof(float)) == 0, "step_fwd_bwd(k = 0) did not overwrite the gradients");
 
     /* the double reference at the same weights */
     refd_layout lo;
@@ -208,16 +213,15 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     }
 
     free(p); free(rl); free(g1); free(g2); free(losses); free(tok); free(tgt);
-    e->free(e, pw);
-    e->free(e, pg);
     step_free(&s);
     model_free(&m);
 }
 
 int main(void) {
     int quick = getenv("FABLE_TEST_QUICK") != NULL;
-    eng *e = eng_cpu_create(2);
-    if (!e) { fprintf(stderr, "eng_cpu_create: %s\n", fb_errmsg()); return 1; }
+    /* the engine under test: $FABLE_ENGINE (default cpu), in fp32 */
+    eng *e = t_engine(ENG_FP32);
+    if (!e) return 77;
     const gc_case cases[] = {
         /* GQA (2 query heads per kv head), untied classifier, T < seq_len */
         {"gqa-untied", {16, 24, 2, 4, 2, 37, 8, 0}, 2, 7, 11, 0},

@@ -101,29 +101,24 @@ static void run_fixture(const char *path, eng *e) {
     }
 
     step_ctx s;
-    if (step_init(&s, e, &c, B, T) != 0) {
+    if (step_init(&s, e, &c, B, T, 1, 1) != 0) {
         CHECK(0, "step_init: %s", fb_errmsg());
         model_free(&m);
         fx_free(&f);
         return;
     }
     const size_t bytes = P * sizeof(float);
-    float *pw = e->alloc(e, bytes), *pg = e->alloc(e, bytes);
-    float *pm = e->alloc(e, bytes), *pv = e->alloc(e, bytes);
-    e->upload(e, pw, m.data, bytes);
-    model_params wv, gv;
-    model_params_view(&c, pw, &wv);
-    model_params_view(&c, pg, &gv);
+    step_set_params(&s, m.data);
+    step_result res;
     float *h = malloc(bytes);
     float *fb_losses = malloc(sizeof(float) * N);
     float *xf = malloc(sizeof(float) * (size_t)N * D);
     float *logits = malloc(sizeof(float) * (size_t)N * V);
 
     /* ---- forward: loss, per-position losses, logits ---- */
-    double loss = step_loss(&s, &wv, tok, tgt);
-    e->sync(e);
-    e->download(e, fb_losses, s.losses, sizeof(float) * N);
-    e->download(e, xf, s.xf, sizeof(float) * (size_t)N * D);
+    double loss = step_loss(&s, tok, tgt);
+    step_get_losses(&s, fb_losses);
+    e->download_act(e, xf, s.xf, (size_t)N * D); /* a test may look inside: the final norm's output */
     double r = rel_scalar(loss, t_loss[0]);
     fprintf(stderr, "step_loss %.9f torch %.9f rel %.2e\n", loss, t_loss[0], r);
     CHECK(r <= g_tol, "step_loss %.9f vs torch %.9f: rel %.2e", loss, t_loss[0], r);
@@ -142,13 +137,14 @@ static void run_fixture(const char *path, eng *e) {
     CHECK(r <= g_tol, "logits rel %.2e", r);
 
     /* ---- gradients ---- */
-    for (size_t i = 0; i < P; i++) h[i] = NAN; /* acc = 0 must overwrite every element */
-    e->upload(e, pg, h, bytes);
-    double lfb = step_fwd_bwd(&s, &wv, &gv, tok, tgt, 0);
-    e->sync(e);
+    for (size_t i = 0; i < P; i++) h[i] = NAN; /* k = 0 must overwrite every element */
+    step_set_grads(&s, h);
+    step_fwd_bwd(&s, tok, tgt, 0);
+    step_finish(&s, &res);
+    double lfb = res.loss[0];
     r = rel_scalar(lfb, t_loss[0]);
     CHECK(r <= g_tol, "step_fwd_bwd loss %.9f vs torch %.9f: rel %.2e", lfb, t_loss[0], r);
-    e->download(e, h, pg, bytes);
+    step_get_grads(&s, h);
     for (int i = 0; i < nt; i++) {
         char nm[80];
         snprintf(nm, sizeof nm, "grad.%s", t[i].name);
@@ -163,15 +159,19 @@ static void run_fixture(const char *path, eng *e) {
 
     /* ---- S AdamW steps ---- */
     optim_cfg o = {opt[0], opt[1], opt[2], opt[3], opt[4], opt[5]};
-    e->upload(e, pw, m.data, bytes);
-    e->zero(e, pm, P);
-    e->zero(e, pv, P);
+    step_set_params(&s, m.data);
+    {
+        float *z = calloc(P, sizeof(float));
+        step_set_moments(&s, z, z);
+        free(z);
+    }
     double worst_l = 0, worst_n = 0;
     for (int st = 0; st < S; st++) {
         const size_t off = (size_t)st * N;
-        double l = step_fwd_bwd(&s, &wv, &gv, tok + off, tgt + off, 0);
-        double gn = step_optimizer(&s, pw, pg, pm, pv, &o, st + 1, 1.0f);
-        e->sync(e);
+        step_fwd_bwd(&s, tok + off, tgt + off, 0);
+        step_optimizer(&s, &o, st + 1, 1.0f);
+        step_finish(&s, &res);
+        double l = res.loss[0], gn = res.grad_norm;
         double rl = rel_scalar(l, t_oloss[st]), rn = rel_scalar(gn, t_onorm[st]);
         worst_l = fmax(worst_l, rl);
         worst_n = fmax(worst_n, rn);
@@ -187,7 +187,7 @@ static void run_fixture(const char *path, eng *e) {
      * fp32 implementations), so the check is on the L2 norm of the update (final − initial)
      * per tensor, which any systematic error (decay on norms, bias correction, eps placement,
      * clipping) moves by 1e-2..1; the max-abs error of the weights is printed for information. */
-    e->download(e, h, pw, bytes);
+    step_get_params(&s, h);
     for (int i = 0; i < nt; i++) {
         char nm[80];
         snprintf(nm, sizeof nm, "final.%s", t[i].name);
@@ -211,7 +211,6 @@ static void run_fixture(const char *path, eng *e) {
     }
 
     free(h); free(fb_losses); free(xf); free(logits);
-    e->free(e, pw); e->free(e, pg); e->free(e, pm); e->free(e, pv);
     step_free(&s);
     model_free(&m);
     fx_free(&f);
@@ -220,8 +219,9 @@ static void run_fixture(const char *path, eng *e) {
 int main(int argc, char **argv) {
     const char *tol = getenv("FABLE_PARITY_TOL");
     if (tol && *tol) g_tol = atof(tol);
-    eng *e = eng_cpu_create(2);
-    if (!e) { fprintf(stderr, "eng_cpu_create: %s\n", fb_errmsg()); return 1; }
+    /* the engine under test: $FABLE_ENGINE (default cpu), in fp32 */
+    eng *e = t_engine(ENG_FP32);
+    if (!e) return 77;
     if (argc > 1) {
         for (int i = 1; i < argc; i++) run_fixture(argv[i], e);
     } else {

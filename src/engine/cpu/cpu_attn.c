@@ -67,7 +67,7 @@ void cpu_attn_core_fwd(eng *e, const eng_dims *d, const float *q, const float *k
     else attention_fwd(e, d, q, k, v, att, lse);
 }
 
-void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope, eng_attn_taps *tp,
+void cpu_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope, eng_attn_taps *tp,
                   float *x_out) {
     const int N = d->N, D = d->D, KVD = d->KVD;
     cpu_rmsnorm_rows(N, D, tp->x, w->rms_att, tp->xn, tp->rstd);
@@ -134,7 +134,7 @@ void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k
     else attention_bwd(e, d, q, k, v, lse, da, dq, dk, dv);
 }
 
-void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope, const eng_attn_taps *tp,
+void cpu_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope, const eng_attn_taps *tp,
                   const float *dy, eng_attn_grads *g) {
     const int N = d->N, D = d->D;
     mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo */
@@ -143,8 +143,8 @@ void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *ro
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);
 }
 
-void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *tp, const float *dy,
-                 eng_attn_grads *g, float *dx, eng_layer *grad, int acc) {
+void cpu_qkv_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_attn_taps *tp, const float *dy,
+                 eng_attn_grads *g, float *dx, model_layer *grad, int acc) {
     const int N = d->N, D = d->D, KVD = d->KVD;
     mm_nn(N, D, D, g->dq, D, w->wq, D, 0.0f, g->dxn, D);    /* dxn  = dq·Wq */
     mm_nn(N, D, KVD, g->dk, KVD, w->wk, D, 1.0f, g->dxn, D); /* dxn += dk·Wk */
@@ -153,7 +153,7 @@ void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_t
 }
 
 void cpu_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *tp, const float *dy, const eng_attn_grads *g,
-                 eng_layer *grad, int acc) {
+                 model_layer *grad, int acc) {
     const int N = d->N, D = d->D, KVD = d->KVD;
     const float beta = acc ? 1.0f : 0.0f;
     mm_tn(D, D, N, dy, D, tp->att, D, beta, grad->wo, D);     /* dWo += dyᵀ·att */

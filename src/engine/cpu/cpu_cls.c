@@ -164,8 +164,8 @@ static void pack_dl(const gemm_layout *lo, const float *E, int ld, int rr, int v
 /* n floats rounded up to a whole 64-byte line (keeps the sub-buffers of a scratch aligned) */
 static size_t lines(size_t n) { return (n + 15) & ~(size_t)15; }
 
-double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls, const int32_t *targets,
-                    float scale, float *losses, float *dxn, float *dwcls, int acc) {
+void cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls, const int32_t *targets,
+                  float scale, float *losses, double *loss_sum, float *dxn, float *dwcls, int acc) {
     const int N = d->N, D = d->D, V = d->V;
     const int nt = omp_get_max_threads();
     /* rows per chunk: the logits buffer (backward) stays under CHUNK_BYTES; the forward-only
@@ -289,9 +289,9 @@ double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcl
         /* losses, summed in row order (double) */
         for (int i = 0; i < rows; i++) {
             float li = tg[i] >= 0 ? lse[i] - tl[i] : 0.0f;
-            if (losses) losses[r0 + i] = li;
+            losses[r0 + i] = li;
             total += li;
         }
     }
-    return total;
+    *loss_sum = total;
 }

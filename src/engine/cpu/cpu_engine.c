@@ -8,6 +8,7 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,9 @@ typedef struct {
     size_t bytes[CPU_SCRATCH_COUNT];
     float *tbuf[CPU_MAX_THREADS];
     size_t tbytes[CPU_MAX_THREADS];
+    double (*sec)[ENG_PH_COUNT];   /* [ENG_MAX_RECORDS] phase seconds per timer record */
+    int cur_rec, cur_ph;           /* the phase being timed (cur_ph -1: none) */
+    double t_mark;                 /* when it began */
 } cpu_state;
 
 float *cpu_thread_scratch(eng *e, size_t bytes) {
@@ -50,16 +54,43 @@ void *cpu_scratch(eng *e, int slot, size_t bytes) {
     return s->buf[slot];
 }
 
-static void *cpu_alloc(eng *e, size_t bytes) { return fb_alloc(bytes); }
+static void *cpu_alloc(eng *e, size_t bytes) {
+    void *p = fb_alloc(bytes);
+    if (!p) fb_err("out of memory: %.1f MB requested", bytes / 1e6);
+    return p;
+}
+static float *cpu_alloc_params(eng *e, size_t n) { return cpu_alloc(e, n * sizeof(float)); }
 static void cpu_free(eng *e, void *p) { fb_free(p); }
+static size_t cpu_mem_available(eng *e) { return fb_mem_available(); }
 static void cpu_copy(eng *e, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_copy_act(eng *e, float *dst, const float *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 static void cpu_sync(eng *e) {}
+static double cpu_peak(eng *e) { return eng_cpu_measure_peak(e->threads); }
 static void cpu_destroy(eng *e) {
     cpu_state *s = e->impl;
     for (int i = 0; i < CPU_SCRATCH_COUNT; i++) fb_free(s->buf[i]);
     for (int i = 0; i < CPU_MAX_THREADS; i++) fb_free(s->tbuf[i]);
+    free(s->sec);
     free(s);
     free(e);
+}
+
+/* ---- timers: host clock (the cpu engine is synchronous; weight gradients run inline, so
+ * nothing ever waits for them: DW_WAIT stays 0) ---------------------------------------- */
+static void cpu_phase(eng *e, int rec, int ph) {
+    cpu_state *s = e->impl;
+    const double now = fb_now();
+    if (s->cur_ph >= 0) s->sec[s->cur_rec][s->cur_ph] += now - s->t_mark;
+    s->cur_rec = rec >= 0 && rec < ENG_MAX_RECORDS ? rec : 0;
+    s->cur_ph = ph;
+    s->t_mark = now;
+}
+
+static void cpu_timers(eng *e, int nrec, double (*sec)[ENG_PH_COUNT]) {
+    cpu_state *s = e->impl;
+    for (int r = 0; r < nrec && r < ENG_MAX_RECORDS; r++)
+        for (int p = 0; p < ENG_PH_COUNT; p++) sec[r][p] += s->sec[r][p];
+    memset(s->sec, 0, ENG_MAX_RECORDS * sizeof *s->sec);
 }
 
 /* ---- embedding ------------------------------------------------------------------- */
@@ -188,7 +219,7 @@ static double sumsq_block(const float *g, size_t n) {
     return s;
 }
 
-static double cpu_sumsq(eng *e, const float *g, size_t n) {
+static void cpu_sumsq(eng *e, const float *g, size_t n, double *out) {
     const size_t BS = 65536;
     const size_t nb = (n + BS - 1) / BS;
     double *part = malloc((nb ? nb : 1) * sizeof(double));
@@ -201,7 +232,7 @@ static double cpu_sumsq(eng *e, const float *g, size_t n) {
     double s = 0;
     for (size_t b = 0; b < nb; b++) s += part[b];
     free(part);
-    return s;
+    *out = s;
 }
 
 /* One AdamW element (the scalar form of the vector loop below; same operations, same order).
@@ -219,10 +250,11 @@ static inline void adamw_one(float *p, const float *g, float *m, float *v, float
 /* AdamW is memory-bound (read p, g, m, v; write p, m, v: 28 bytes per parameter). The
  * vector path writes with non-temporal stores so the written lines are not first read
  * into the cache (saves the read-for-ownership traffic: ~40 → 28 bytes per parameter). */
-static void cpu_adamw(eng *e, float *p, const float *g, float *m, float *v, size_t n, const eng_adamw_args *a) {
+static void cpu_adamw(eng *e, float *p, const float *g, float *m, float *v, size_t n, const eng_adamw_args *a,
+                      const double *gsumsq) {
     const float b1 = a->beta1, b2 = a->beta2;
     const float bc1 = 1.0f - powf(b1, (float)a->step), bc2 = 1.0f - powf(b2, (float)a->step);
-    const float eps = a->eps, gs = a->grad_scale;
+    const float eps = a->eps, gs = eng_clip_scale(*gsumsq, a->grad_scale, a->grad_clip);
     const float decay = 1.0f - a->lr * a->weight_decay, lr_bc1 = a->lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
     const size_t CH = 1 << 14;
     const size_t nch = (n + CH - 1) / CH;
@@ -260,18 +292,40 @@ static void cpu_zero(eng *e, float *p, size_t n) {
 }
 
 /* ---- creation ---------------------------------------------------------------------------- */
-eng *eng_cpu_create(int threads) {
-    eng *e = calloc(1, sizeof *e);
-    if (!e) {
-        fb_err("out of memory creating the cpu engine");
+static void cpu_cpu_name(char *out, size_t cap) {
+    snprintf(out, cap, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            char *v = strchr(line, ':') + 1;
+            while (*v == ' ') v++;
+            v[strcspn(v, "\n")] = 0;
+            snprintf(out, cap, "%s", v);
+            break;
+        }
+    fclose(f);
+}
+
+static eng *cpu_create(const eng_opts *o) {
+    if (o->precision == ENG_BF16) {
+        fb_err("the cpu engine computes in fp32 only (--precision fp32)");
         return NULL;
     }
-    e->impl = calloc(1, sizeof(cpu_state));
-    if (!e->impl) {
+    eng *e = calloc(1, sizeof *e);
+    cpu_state *st = calloc(1, sizeof(cpu_state));
+    if (st) st->sec = calloc(ENG_MAX_RECORDS, sizeof *st->sec);
+    if (!e || !st || !st->sec) {
+        if (st) free(st->sec);
+        free(st);
         free(e);
         fb_err("out of memory creating the cpu engine");
         return NULL;
     }
+    st->cur_ph = -1;
+    e->impl = st;
+    int threads = o->threads;
     if (threads <= 0) threads = omp_get_num_procs();
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
@@ -286,12 +340,25 @@ eng *eng_cpu_create(int threads) {
     if (at && *at) cpu_attn_tiles = atoi(at) != 0;
     e->name = "cpu";
     e->threads = threads;
+    e->precision = ENG_FP32;
+    e->dw_async = 0;
+    e->act_bytes = sizeof(float);
+    char cpu[100];
+    cpu_cpu_name(cpu, sizeof cpu);
+    snprintf(e->device, sizeof e->device, "%s (%d thread%s)", cpu, threads, threads == 1 ? "" : "s");
     e->alloc = cpu_alloc;
+    e->alloc_params = cpu_alloc_params;
     e->free = cpu_free;
+    e->mem_available = cpu_mem_available;
     e->upload = cpu_copy;
     e->download = cpu_copy;
+    e->upload_act = cpu_copy_act;
+    e->download_act = cpu_copy_act;
     e->sync = cpu_sync;
     e->destroy = cpu_destroy;
+    e->peak = cpu_peak;
+    e->phase = cpu_phase;
+    e->timers = cpu_timers;
     e->embed_fwd = cpu_embed_fwd;
     e->embed_bwd = cpu_embed_bwd;
     e->attn_fwd = cpu_attn_fwd;
@@ -309,3 +376,8 @@ eng *eng_cpu_create(int threads) {
     e->zero = cpu_zero;
     return e;
 }
+
+static int cpu_available(char *why, size_t cap) { return 1; }
+
+const eng_backend eng_backend_cpu = {"cpu", "fp32 on every core: packed AVX-512/AVX2 GEMM, fused attention and classifier",
+                                     cpu_available, cpu_create};

@@ -8,7 +8,7 @@
 #include "engine/cpu/cpu_internal.h"
 #include "engine/cpu/cpu_math.h"
 
-void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp, float *x_out) {
+void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *tp, float *x_out) {
     const int N = d->N, D = d->D, F = d->F;
     cpu_rmsnorm_rows(N, D, tp->x, w->rms_ffn, tp->xn, tp->rstd);
     mm_nt(N, F, D, tp->xn, D, w->w1, D, 0.0f, tp->h1, F);
@@ -23,8 +23,8 @@ void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *tp
     mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
 }
 
-void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *tp, const float *dy,
-                 eng_ffn_grads *g, float *dx, eng_layer *grad, int acc) {
+void cpu_ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *tp, const float *dy,
+                 eng_ffn_grads *g, float *dx, model_layer *grad, int acc) {
     const int N = d->N, D = d->D, F = d->F;
     mm_nn(N, F, D, dy, D, w->w2, F, 0.0f, g->dgate, F); /* dgate = dy·W2 */
     const size_t NF = (size_t)N * F;
@@ -42,7 +42,7 @@ void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_ta
 }
 
 void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *tp, const float *dy, const eng_ffn_grads *g,
-                eng_layer *grad, int acc) {
+                model_layer *grad, int acc) {
     const int N = d->N, D = d->D, F = d->F;
     const float beta = acc ? 1.0f : 0.0f;
     mm_tn(D, F, N, dy, D, tp->gate, F, beta, grad->w2, F);   /* dW2 += dyᵀ·gate */

@@ -91,21 +91,23 @@ void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k
                        const float *lse, const float *da, float *dq, float *dk, float *dv);
 
 /* Kernel entry points wired into the vtable by cpu_engine.c. */
-void cpu_attn_fwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
+void cpu_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
                   eng_attn_taps *taps, float *x_out);
-void cpu_attn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const float *rope,
+void cpu_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
                   const eng_attn_taps *taps, const float *dy, eng_attn_grads *g);
-void cpu_qkv_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_attn_taps *taps,
-                 const float *dy, eng_attn_grads *g, float *dx, eng_layer *grad, int acc);
+void cpu_qkv_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_attn_taps *taps,
+                 const float *dy, eng_attn_grads *g, float *dx, model_layer *grad, int acc);
 void cpu_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *taps, const float *dy,
-                 const eng_attn_grads *g, eng_layer *grad, int acc);
-void cpu_ffn_fwd(eng *e, const eng_dims *d, const eng_layer *w, eng_ffn_taps *taps, float *x_out);
-void cpu_ffn_bwd(eng *e, const eng_dims *d, const eng_layer *w, const eng_ffn_taps *taps,
-                 const float *dy, eng_ffn_grads *g, float *dx, eng_layer *grad, int acc);
+                 const eng_attn_grads *g, model_layer *grad, int acc);
+void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *taps, float *x_out);
+void cpu_ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *taps,
+                 const float *dy, eng_ffn_grads *g, float *dx, model_layer *grad, int acc);
 void cpu_ffn_dw(eng *e, const eng_dims *d, const eng_ffn_taps *taps, const float *dy,
-                const eng_ffn_grads *g, eng_layer *grad, int acc);
-double cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls,
-                    const int32_t *targets, float scale, float *losses, float *dxn, float *dwcls,
-                    int acc);
+                const eng_ffn_grads *g, model_layer *grad, int acc);
+void cpu_cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls,
+                  const int32_t *targets, float scale, float *losses, double *loss_sum, float *dxn,
+                  float *dwcls, int acc);
+/* Measured fp32 FMA peak of `threads` cores in GFLOP/s (~0.1 s; cpu_peak.c). */
+double eng_cpu_measure_peak(int threads);
 
 #endif

@@ -5,7 +5,7 @@
  * on current x86 cores) for a fixed number of iterations; peak = flops / wall time. */
 #include <omp.h>
 
-#include "fable/engine.h"
+#include "engine/cpu/cpu_internal.h"
 #include "fable/util.h"
 
 #if defined(__AVX512F__)
