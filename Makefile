@@ -23,8 +23,30 @@ REL_TESTS  := $(TEST_SRC:tests/%.c=build/rel/tests/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=build/asan/tests/%)
 HEADERS  := $(shell find include src tests -name '*.h')
 
-.PHONY: all asan tests test clean
-all: fable build/libfable.a $(REL_TESTS)
+# ---- the cuda engine: libfable_cuda.so, built whenever nvcc is found ($CUDA_HOME, else
+# /usr/local/cuda), for sm_80 and sm_90a. fable loads it at run time (--engine cuda), so the
+# binary itself needs no CUDA library and runs where there is none.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+NVFLAGS   = -std=c++17 -O3 -Iinclude -Isrc $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden,-Wall -lineinfo
+CU_SRC   := $(sort $(wildcard src/engine/cuda/*.cu))
+CU_OBJ   := $(CU_SRC:%.cu=build/cuda/%.o)
+CU_HDRS  := $(wildcard src/engine/cuda/*.cuh src/engine/cuda/*.h) include/fable/engine.h include/fable/model.h
+ifneq ($(wildcard $(NVCC)),)
+CUDA_SO  := build/libfable_cuda.so
+endif
+
+.PHONY: all asan tests test clean cuda
+all: fable build/libfable.a $(REL_TESTS) $(CUDA_SO)
+cuda: $(CUDA_SO)
+
+build/cuda/%.o: %.cu $(CU_HDRS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $(if $(findstring cuda_infer,$<),--fmad=false) -c -o $@ $<
+
+build/libfable_cuda.so: $(CU_OBJ)
+	$(NVCC) -shared $(CUDA_ARCH) -o $@ $^ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublasLt
 
 fable: build/rel/src/cli/main.o build/libfable.a
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -o $@ $^ $(LDLIBS)

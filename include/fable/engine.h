@@ -185,6 +185,14 @@ struct eng {
     void (*phase)(eng *e, int rec, int ph);
     void (*timers)(eng *e, int nrec, double (*sec)[ENG_PH_COUNT]);
 
+    /* ---- recorded work ---------------------------------------------------------------------
+     * run(key, fn, ctx): queue the work that fn(ctx) queues. An engine may record it when it
+     * sees `key` again and from then on replay the recording instead of calling fn (cuda: a
+     * CUDA graph), so fn must queue the same calls with the same arguments every time it runs
+     * with that key, reading its inputs from the same engine buffers (uploads happen before
+     * run), and must not download. ref and cpu call fn. */
+    void (*run)(eng *e, uint64_t key, void (*fn)(void *ctx), void *ctx);
+
     /* ---- embedding ------------------------------------------------------------
      * x[n,:] = E[tok[n],:]                                         x [N,D], E [V,D] */
     void (*embed_fwd)(eng *e, const eng_dims *d, float *x, const float *emb, const int32_t *tok);
@@ -288,6 +296,8 @@ const eng_backend *const *eng_list(void);
 eng *eng_create(const char *name, const eng_opts *o);
 /* e->peak_gflops, asking the engine on first use. */
 double eng_peak_gflops(eng *e);
+/* e->run for engines that record nothing: calls fn(ctx). */
+void eng_run_direct(eng *e, uint64_t key, void (*fn)(void *ctx), void *ctx);
 /* The engine named by FABLE_ENGINE (default "cpu"), for tests that run on any engine. */
 const char *eng_default_name(void);
 

@@ -18,6 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int dim;         /* D: model width */
     int hidden_dim;  /* F: FFN width */
@@ -113,4 +117,7 @@ void model_free(model *m);
 int model_load_llama2c(model *m, const char *path);
 int model_save_llama2c(const model *m, const char *path); /* atomic write */
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #ifdef __GNUC__
 #define FB_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -78,4 +82,7 @@ void fb_atomic_abort(fb_atomic *a);
 uint64_t fb_hash64(uint64_t h, const void *data, size_t len);
 #define FB_HASH_INIT 0xcbf29ce484222325ULL
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -142,7 +142,7 @@ int cli_engine(cli_args *a, const char **name, void *out) {
     o->threads = (int)cli_int(a, "--threads", 0);
     o->device = (int)cli_int(a, "--device", 0);
     o->precision = -1;
-    const char *p = cli_str(a, "--precision", NULL);
+    const char *p = cli_str(a, "--precision", getenv("FABLE_PRECISION"));
     if (p && eng_precision_parse(p, &o->precision)) {
         cli_fail(a, NULL);
         return -1;

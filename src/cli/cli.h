@@ -38,7 +38,8 @@ int cli_fail(const cli_args *a, const char *fmt, ...);
 int cli_has(const cli_args *a, const char *name);
 
 /* The engine options every engine-running subcommand takes: --engine NAME (default
- * $FABLE_ENGINE, else cpu), --precision fp32|bf16 (default: the engine's), --threads N,
+ * $FABLE_ENGINE, else cpu), --precision fp32|bf16 (default $FABLE_PRECISION, else the
+ * engine's), --threads N,
  * --device N. Returns 0, or -1 after printing the error. */
 int cli_engine(cli_args *a, const char **name, void *eng_opts_out);
 #define CLI_ENGINE_USAGE                                                                              \

@@ -246,8 +246,8 @@ int cmd_bench(int argc, char **argv) {
     }
     cli_args a;
     cli_args_init(&a, argc - 1, argv + 1);
-    if (!strcmp(argv[1], "step")) return bench_step(&a);
-    if (!strcmp(argv[1], "kernels")) return bench_kernels(&a);
+    if (!strcmp(argv[1], "step")) { a.cmd = "bench step"; return bench_step(&a); }
+    if (!strcmp(argv[1], "kernels")) { a.cmd = "bench kernels"; return bench_kernels(&a); }
     fputs(usage, stderr);
     return 2;
 }

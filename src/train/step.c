@@ -165,14 +165,22 @@ void step_init_weights(step_ctx *s, uint64_t seed) {
 }
 
 /* ---- the step --------------------------------------------------------------------------- */
-/* Embedding, L × (attention, FFN), final RMSNorm, timed as record rec. Returns the number of
- * valid targets (counted on the host, which holds them). */
-static int forward(step_ctx *s, const int32_t *tok, const int32_t *tgt, int rec) {
+/* Tokens and targets into engine memory; the number of valid targets (counted on the host,
+ * which holds them). */
+static int upload_batch(step_ctx *s, const int32_t *tok, const int32_t *tgt) {
+    const eng_dims *d = &s->d;
+    s->e->upload(s->e, s->tok, tok, d->N * sizeof(int32_t));
+    s->e->upload(s->e, s->tgt, tgt, d->N * sizeof(int32_t));
+    int nv = 0;
+    for (int i = 0; i < d->N; i++) nv += tgt[i] >= 0;
+    return nv;
+}
+
+/* Embedding, L × (attention, FFN), final RMSNorm, timed as record rec. */
+static void forward(step_ctx *s, int rec) {
     eng *e = s->e;
     const eng_dims *d = &s->d;
     const int L = s->cfg.n_layers;
-    e->upload(e, s->tok, tok, d->N * sizeof(int32_t));
-    e->upload(e, s->tgt, tgt, d->N * sizeof(int32_t));
     e->phase(e, rec, ENG_PH_FWD);
     e->embed_fwd(e, d, s->res, s->pw.tok_emb, s->tok);
     for (int l = 0; l < L; l++) {
@@ -183,14 +191,12 @@ static int forward(step_ctx *s, const int32_t *tok, const int32_t *tgt, int rec)
     }
     e->phase(e, rec, ENG_PH_RMS);
     e->rmsnorm_fwd(e, d->N, d->D, s->res + (size_t)2 * L * d->N * d->D, s->pw.rms_final, s->xf, s->xf_rstd);
-    int nv = 0;
-    for (int i = 0; i < d->N; i++) nv += tgt[i] >= 0;
-    return nv;
 }
 
 double step_loss(step_ctx *s, const int32_t *tok, const int32_t *tgt) {
     eng *e = s->e;
-    int nv = forward(s, tok, tgt, 0);
+    int nv = upload_batch(s, tok, tgt);
+    forward(s, 0);
     e->phase(e, 0, ENG_PH_CLS);
     e->cls_loss(e, &s->d, s->xf, s->pw.wcls, s->tgt, 1.0f, s->losses, s->stats, NULL, NULL, 0);
     e->phase(e, 0, -1);
@@ -201,17 +207,21 @@ double step_loss(step_ctx *s, const int32_t *tok, const int32_t *tgt) {
     return nv ? sum / nv : 0.0;
 }
 
-void step_fwd_bwd(step_ctx *s, const int32_t *tok, const int32_t *tgt, int k) {
+/* The queued work of micro-step k: forward, classifier, backward (run through e->run, so
+ * that an engine may record it once and replay it: same calls, same buffers every time). */
+typedef struct {
+    step_ctx *s;
+    int k, nv;
+} micro_args;
+
+static void micro_step(void *arg) {
+    const micro_args *m = arg;
+    step_ctx *s = m->s;
     eng *e = s->e;
     const eng_dims *d = &s->d;
-    const int L = s->cfg.n_layers, acc = k > 0;
+    const int L = s->cfg.n_layers, k = m->k, nv = m->nv, acc = k > 0;
     const size_t ND = (size_t)d->N * d->D;
-    if (k < 0 || k >= s->K) fb_die("step_fwd_bwd: micro-step %d outside 0..%d", k, s->K - 1);
-    if (!s->grads) fb_die("step_fwd_bwd on a forward-only step context");
-    if (k == 0) s->n_micro = 0, s->opt_ran = 0;
-    s->n_micro = k + 1;
-    int nv = forward(s, tok, tgt, k);
-    s->nv[k] = nv;
+    forward(s, k);
     if (nv == 0) { /* no valid target: the gradient of this micro-batch is zero; the loss sum is 0 */
         e->phase(e, k, ENG_PH_CLS);
         e->cls_loss(e, d, s->xf, s->pw.wcls, s->tgt, 1.0f, s->losses, s->stats + k, NULL, NULL, 0);
@@ -252,6 +262,18 @@ void step_fwd_bwd(step_ctx *s, const int32_t *tok, const int32_t *tgt, int k) {
     if (!acc && s->pg.tok_emb != s->pg.wcls) e->zero(e, s->pg.tok_emb, (size_t)d->V * d->D);
     e->embed_bwd(e, d, s->pg.tok_emb, s->dres[r], s->tok);
     e->phase(e, k, -1);
+}
+
+void step_fwd_bwd(step_ctx *s, const int32_t *tok, const int32_t *tgt, int k) {
+    if (k < 0 || k >= s->K) fb_die("step_fwd_bwd: micro-step %d outside 0..%d", k, s->K - 1);
+    if (!s->grads) fb_die("step_fwd_bwd on a forward-only step context");
+    if (k == 0) s->n_micro = 0, s->opt_ran = 0;
+    s->n_micro = k + 1;
+    micro_args m = {s, k, upload_batch(s, tok, tgt)};
+    s->nv[k] = m.nv;
+    /* the recorded work depends on this context, k (record, loss slot, acc) and nv (the scale) */
+    const uint64_t key = ((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)k << 32) ^ (uint64_t)m.nv;
+    s->e->run(s->e, key, micro_step, &m);
 }
 
 void step_optimizer(step_ctx *s, const optim_cfg *o, int step, float grad_scale) {

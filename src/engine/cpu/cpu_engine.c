@@ -359,6 +359,7 @@ static eng *cpu_create(const eng_opts *o) {
     e->peak = cpu_peak;
     e->phase = cpu_phase;
     e->timers = cpu_timers;
+    e->run = eng_run_direct;
     e->embed_fwd = cpu_embed_fwd;
     e->embed_bwd = cpu_embed_bwd;
     e->attn_fwd = cpu_attn_fwd;

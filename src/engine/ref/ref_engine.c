@@ -405,6 +405,7 @@ static eng *ref_create(const eng_opts *o) {
         .mem_available = ref_mem_available, .upload = ref_upload, .download = ref_download,
         .upload_act = ref_upload_act, .download_act = ref_download_act, .sync = ref_sync,
         .destroy = ref_destroy, .peak = ref_peak, .phase = ref_phase, .timers = ref_timers,
+        .run = eng_run_direct,
         .embed_fwd = ref_embed_fwd, .embed_bwd = ref_embed_bwd,
         .attn_fwd = ref_attn_fwd, .attn_bwd = ref_attn_bwd, .qkv_bwd = ref_qkv_bwd, .attn_dw = ref_attn_dw,
         .ffn_fwd = ref_ffn_fwd, .ffn_bwd = ref_ffn_bwd, .ffn_dw = ref_ffn_dw,

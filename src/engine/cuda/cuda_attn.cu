@@ -1,0 +1,878 @@
+/* fable cuda engine — causal scaled-dot-product attention with GQA, flash-style: no T×T matrix
+ * is ever stored; scores are recomputed tile by tile (cuda_internal.cuh: cu_attn_fwd, cu_attn_bwd).
+ *
+ * The math (ref_engine.c's ref_attn_fwd / ref_attn_bwd are the oracle). For batch b, query head h,
+ * kv head kh = h / (NH/NKV), positions t (query) and j ≤ t (key) of the same sequence:
+ *   s_tj = q_t·k_j / √HS,   lse_t = log Σ_{j≤t} exp(s_tj),   P_tj = exp(s_tj − lse_t),
+ *   att_t = Σ_j P_tj v_j.
+ * Backward from da = dL/datt:
+ *   Δ_t = da_t·att_t (= Σ_j P_tj dP_tj),   dP_tj = da_t·v_j,   dS_tj = P_tj (dP_tj − Δ_t) / √HS,
+ *   dq_t = Σ_j dS_tj k_j,   dk_j = Σ_{h of kh} Σ_{t≥j} dS_tj q_t,   dv_j = Σ_{h of kh} Σ_{t≥j} P_tj da_t.
+ * The softmax runs in base 2: x = s·log2(e), exp(s − m) = exp2(x − m₂), lse = (m₂ + log2 l)·ln 2.
+ * All arithmetic is fp32; act values (A = float or bf16) are converted on load and store.
+ *
+ * Work split (both implementations):
+ *   fwd   one CTA per (64 query rows, b·NH + h); loops over key tiles up to the diagonal
+ *         (online softmax: running max m, running sum l, output accumulator o).
+ *   delta one warp per (row n, head h): Δ into the fp32 scratch [B, NH, T].
+ *   dq    one CTA per (64 query rows, b·NH + h); loops over key tiles up to the diagonal.
+ *   dk,dv one CTA per (64 key rows, b·NKV + kh); loops over the query heads of the group in order,
+ *         and for each over the query rows t ≥ the tile's first key, in order.
+ * Every sum runs in a fixed order and nothing is accumulated with atomics: bit-identical reruns.
+ * Rows past T are zero-filled in shared memory, masked out of every softmax / gradient sum, and
+ * never stored; every element of att, lse, dq, dk, dv (and delta) below T is written.
+ *
+ * Two implementations:
+ *   simple  CUDA-core fp32, templated on HS (8, 16, 32, 40, 48, 64, 80, 96, 128). One row per
+ *           G adjacent threads (G = 1, 2, 4 by HS, so the per-thread vectors fit in registers:
+ *           lane p of a row owns the 4-float chunks c ≡ p mod G; dot products are summed over the
+ *           G lanes with __shfl_xor_sync). Tiles are staged in shared memory as fp32. Used for
+ *           A = float, and for bf16 when HS has no tensor-core kernel or FABLE_CUDA_ATTN=simple.
+ *   tc      bf16 tensor cores (mma.sync m16n8k16, fp32 accumulators) for HS ∈ {16, 32, 48, 64,
+ *           128}, FlashAttention-2 style: 4 warps × 16 rows; S, P, dP, dS live in registers as
+ *           mma C fragments, and P, dS are reused in registers as A fragments (see below).
+ *           Operand fragments are read from padded bf16 tiles in shared memory with 32-bit loads;
+ *           operands needed "transposed" are staged transposed.
+ *
+ * mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 fragments (PTX ISA "Matrix fragments for
+ * mma.m16n8k16 with floating point type"), g = lane >> 2 (groupID), tq = lane & 3
+ * (threadID_in_group); each 32-bit A/B register holds two bf16, the lower column/k index in the
+ * low 16 bits:
+ *   A (16×16, row-major, 4 regs):  a[0] = A[g][2tq, 2tq+1]      a[1] = A[g+8][2tq, 2tq+1]
+ *                                  a[2] = A[g][2tq+8, 2tq+9]    a[3] = A[g+8][2tq+8, 2tq+9]
+ *   B (16×8, "col": k-contiguous, 2 regs):  b0 = B[2tq, 2tq+1][g]   b1 = B[2tq+8, 2tq+9][g]
+ *   C (16×8 fp32, 4 regs):  c[0] = C[g][2tq]  c[1] = C[g][2tq+1]  c[2] = C[g+8][2tq]  c[3] = C[g+8][2tq+1]
+ * C→A reuse: columns 16kk..16kk+15 of a 16×64 C tile are the C fragments of n-tiles 2kk and
+ * 2kk+1; packed pairwise they are exactly the A fragment of k-tile kk:
+ *   a[0] = (c_{2kk}[0], c_{2kk}[1])   a[1] = (c_{2kk}[2], c_{2kk}[3])
+ *   a[2] = (c_{2kk+1}[0], c_{2kk+1}[1])   a[3] = (c_{2kk+1}[2], c_{2kk+1}[3]).
+ * Shared tiles are [rows][cols + 8] bf16: a row stride of (cols/2 + 4) words puts the 8 rows × 4
+ * lanes of one fragment load in 32 different banks.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <type_traits>
+
+#include "engine/cuda/cuda_internal.cuh"
+
+/* ---- device helpers ------------------------------------------------------------------------ */
+
+#define ATTN_LOG2E 1.4426950408889634f
+#define ATTN_LN2 0.6931471805599453f
+
+/* dynamic shared memory of every kernel in this file (16-byte aligned tiles are carved from it) */
+extern __shared__ __align__(16) unsigned char attn_smem[];
+
+/* x summed over the G adjacent lanes (G = 1, 2, 4) that share one row; every lane of the warp
+ * calls it together. */
+template <int G>
+__device__ __forceinline__ float attn_group_sum(float x) {
+#pragma unroll
+    for (int o = 1; o < G; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float attn_dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+
+__device__ __forceinline__ void attn_axpy4(float4 &y, float a, float4 x) {
+    y.x += a * x.x, y.y += a * x.y, y.z += a * x.z, y.w += a * x.w;
+}
+
+/* 4 act values from global memory as a float4 (scaled), and back */
+template <typename A>
+__device__ __forceinline__ float4 attn_load4(const A *p, float scale) {
+    return make_float4(to_f(p[0]) * scale, to_f(p[1]) * scale, to_f(p[2]) * scale, to_f(p[3]) * scale);
+}
+template <typename A>
+__device__ __forceinline__ void attn_store4(A *p, float4 x, float scale) {
+    p[0] = from_f<A>(x.x * scale), p[1] = from_f<A>(x.y * scale), p[2] = from_f<A>(x.z * scale),
+    p[3] = from_f<A>(x.w * scale);
+}
+
+/* Rows row0..row0+ROWS−1 of one head into a fp32 shared tile dst [ROWS][HS], zero past T.
+ * src points at that head's column 0 of position 0 of the sequence; positions are `stride` apart. */
+template <typename A, int HS, int ROWS>
+__device__ __forceinline__ void attn_stage_f32(float *dst, const A *src, size_t stride, int row0, int T) {
+    for (int i = threadIdx.x; i < ROWS * HS; i += blockDim.x) {
+        const int r = i / HS, c = i - r * HS;
+        dst[i] = row0 + r < T ? to_f(src[(size_t)(row0 + r) * stride + c]) : 0.f;
+    }
+}
+
+/* The same for bf16 tiles, 16-byte loads: row-major dst [ROWS][HS + 8] (RM) and/or transposed
+ * dstT [HS][ROWS + 8] (TR: dstT[c][r] = row r, column c). */
+template <int HS, int ROWS, bool RM, bool TR>
+__device__ __forceinline__ void attn_stage_bf16(bf16 *dst, bf16 *dstT, const bf16 *src, size_t stride, int row0,
+                                                int T) {
+    constexpr int CH = HS / 8; /* 16-byte chunks per row */
+    for (int i = threadIdx.x; i < ROWS * CH; i += blockDim.x) {
+        const int r = i / CH, c = (i - r * CH) * 8;
+        uint4 x = make_uint4(0u, 0u, 0u, 0u);
+        if (row0 + r < T) x = *reinterpret_cast<const uint4 *>(src + (size_t)(row0 + r) * stride + c);
+        if (RM) *reinterpret_cast<uint4 *>(dst + r * (HS + 8) + c) = x;
+        if (TR) { /* element u of the chunk is the (u & 1) half of word u/2, low half first */
+            unsigned short *t = reinterpret_cast<unsigned short *>(dstT) + c * (ROWS + 8) + r;
+            const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+            for (int u = 0; u < 8; u++) t[u * (ROWS + 8)] = (unsigned short)(w[u >> 1] >> (16 * (u & 1)));
+        }
+    }
+}
+
+__device__ __forceinline__ uint32_t attn_lds32(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+/* (lo, hi) rounded to bf16 and packed, lo in the low 16 bits */
+__device__ __forceinline__ uint32_t attn_pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+/* c += A·B for one 16×8×16 tile (fragments as in the header comment) */
+__device__ __forceinline__ void attn_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* A fragment of the 16×16 block at (r0, c0) of a row-major shared tile with row stride S */
+template <int S>
+__device__ __forceinline__ void attn_frag_a(uint32_t (&a)[4], const bf16 *s, int r0, int c0, int g, int tq) {
+    a[0] = attn_lds32(s + (r0 + g) * S + c0 + 2 * tq);
+    a[1] = attn_lds32(s + (r0 + g + 8) * S + c0 + 2 * tq);
+    a[2] = attn_lds32(s + (r0 + g) * S + c0 + 8 + 2 * tq);
+    a[3] = attn_lds32(s + (r0 + g + 8) * S + c0 + 8 + 2 * tq);
+}
+
+/* B fragment (16 k × 8 n) with B(k, n) = s[(n0 + n)·S + k0 + k]: a tile stored n-major, k-contiguous */
+template <int S>
+__device__ __forceinline__ void attn_frag_b(uint32_t &b0, uint32_t &b1, const bf16 *s, int n0, int k0, int g,
+                                            int tq) {
+    b0 = attn_lds32(s + (n0 + g) * S + k0 + 2 * tq);
+    b1 = attn_lds32(s + (n0 + g) * S + k0 + 8 + 2 * tq);
+}
+
+/* C fragments of n-tiles 2kk (c0) and 2kk+1 (c1) → A fragment of k-tile kk (header comment) */
+__device__ __forceinline__ void attn_c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = attn_pack_bf16(c0[0], c0[1]);
+    a[1] = attn_pack_bf16(c0[2], c0[3]);
+    a[2] = attn_pack_bf16(c1[0], c1[1]);
+    a[3] = attn_pack_bf16(c1[2], c1[3]);
+}
+
+/* ---- simple kernels: CUDA-core fp32 ------------------------------------------------------------
+ * G lanes per row, each owning NC/G of the NC = HS/4 float4 chunks (chunk c = i·G + p for lane p;
+ * the G lanes of a row read adjacent float4s, all rows the same tile row: no bank conflicts).
+ * A CTA owns ROWS = 64 query (fwd, dq) or key (dk/dv) rows; the other side streams through shared
+ * memory in tiles of BK rows, every row of a tile visited by every thread (uniform control flow for
+ * the shuffles; out-of-range pairs are masked). */
+template <int HS>
+struct attn_simple_cfg {
+    static constexpr int NC = HS / 4;
+    static constexpr int G_FWD = HS > 64 ? 2 : 1;                      /* fwd: q, o */
+    static constexpr int G_BWD = HS <= 32 ? 1 : (HS <= 64 ? 2 : 4);   /* dq: q, da, dq; dk/dv: k, v, dk, dv */
+    static constexpr int ROWS = 64;                                    /* rows a CTA owns */
+    static constexpr int BK = HS > 64 ? 32 : 64;                       /* rows per staged tile */
+    static constexpr size_t SMEM_KV = (size_t)2 * BK * HS * sizeof(float);               /* fwd, dq */
+    static constexpr size_t SMEM_DKDV = (size_t)(2 * BK * HS + 2 * BK) * sizeof(float);  /* dk/dv */
+    static_assert(HS % 8 == 0 && HS <= 128, "head size");
+    static_assert(NC % G_FWD == 0 && NC % G_BWD == 0, "chunks split over the lanes of a row");
+};
+
+/* att, lse. Grid (query tiles, largest first; B·NH), block 64·G_FWD. */
+template <typename A, int HS>
+__global__ void __launch_bounds__(64 * attn_simple_cfg<HS>::G_FWD, 1)
+    attn_fwd_simple(const A *__restrict__ q, const A *__restrict__ k, const A *__restrict__ v, A *__restrict__ att,
+                    float *__restrict__ lse, int T, int NH, int NKV, float scale_log2) {
+    using C = attn_simple_cfg<HS>;
+    constexpr int G = C::G_FWD, NC = C::NC, NV = NC / G, BK = C::BK, KC = 8;
+    float *sK = reinterpret_cast<float *>(attn_smem); /* [BK][HS] */
+    float *sV = sK + BK * HS;                         /* [BK][HS] */
+    const float4 *sK4 = reinterpret_cast<const float4 *>(sK), *sV4 = reinterpret_cast<const float4 *>(sV);
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int p = threadIdx.x % G, t = qt * C::ROWS + threadIdx.x / G; /* t may be ≥ T: computed, never stored */
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const A *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+
+    float4 qv[NV], o[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        qv[i] = t < T ? attn_load4(q + ((size_t)b * T + t) * qs + h * HS + (i * G + p) * 4, scale_log2)
+                      : make_float4(0.f, 0.f, 0.f, 0.f);
+        o[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    float m = -INFINITY, l = 0.f; /* running max (base-2 units) and sum of exp2(x − m) */
+    const int kend = min(T, qt * C::ROWS + C::ROWS); /* keys this CTA needs: j < kend */
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads(); /* the previous tile is consumed */
+        attn_stage_f32<A, HS, BK>(sK, kb, ks, k0, T);
+        attn_stage_f32<A, HS, BK>(sV, vb, ks, k0, T);
+        __syncthreads();
+        for (int j0 = 0; j0 < BK; j0 += KC) {
+            float x[KC], mx = -INFINITY;
+#pragma unroll
+            for (int jj = 0; jj < KC; jj++) {
+                const int j = j0 + jj;
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < NV; i++) d += attn_dot4(qv[i], sK4[j * NC + i * G + p]);
+                d = attn_group_sum<G>(d);
+                x[jj] = k0 + j <= t ? d : -INFINITY; /* causal (also masks the zero rows past T) */
+                mx = fmaxf(mx, x[jj]);
+            }
+            const float mn = fmaxf(m, mx), mb = mn == -INFINITY ? 0.f : mn, corr = exp2f(m - mb);
+            m = mn;
+            l *= corr;
+#pragma unroll
+            for (int i = 0; i < NV; i++) o[i].x *= corr, o[i].y *= corr, o[i].z *= corr, o[i].w *= corr;
+#pragma unroll
+            for (int jj = 0; jj < KC; jj++) {
+                const float pj = exp2f(x[jj] - mb);
+                l += pj;
+#pragma unroll
+                for (int i = 0; i < NV; i++) attn_axpy4(o[i], pj, sV4[(j0 + jj) * NC + i * G + p]);
+            }
+        }
+    }
+    if (t < T) {
+        const float inv = 1.f / l;
+#pragma unroll
+        for (int i = 0; i < NV; i++) attn_store4(att + ((size_t)b * T + t) * qs + h * HS + (i * G + p) * 4, o[i], inv);
+        if (p == 0) lse[(size_t)bh * T + t] = (m + log2f(l)) * ATTN_LN2;
+    }
+}
+
+/* dq. Grid (query tiles, largest first; B·NH), block 64·G_BWD. */
+template <typename A, int HS>
+__global__ void __launch_bounds__(64 * attn_simple_cfg<HS>::G_BWD, 1)
+    attn_dq_simple(const A *__restrict__ q, const A *__restrict__ k, const A *__restrict__ v,
+                   const A *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+                   A *__restrict__ dq, int T, int NH, int NKV, float scale_log2, float scale) {
+    using C = attn_simple_cfg<HS>;
+    constexpr int G = C::G_BWD, NC = C::NC, NV = NC / G, BK = C::BK;
+    float *sK = reinterpret_cast<float *>(attn_smem); /* [BK][HS] */
+    float *sV = sK + BK * HS;                         /* [BK][HS] */
+    const float4 *sK4 = reinterpret_cast<const float4 *>(sK), *sV4 = reinterpret_cast<const float4 *>(sV);
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int p = threadIdx.x % G, t = qt * C::ROWS + threadIdx.x / G;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const A *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+    const size_t qo = ((size_t)b * T + t) * qs + h * HS; /* this row's head in q, da, dq (used only if t < T) */
+
+    float4 qv[NV], dav[NV], acc[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        qv[i] = t < T ? attn_load4(q + qo + (i * G + p) * 4, scale_log2) : z;
+        dav[i] = t < T ? attn_load4(da + qo + (i * G + p) * 4, 1.f) : z;
+        acc[i] = z;
+    }
+    const float lse2 = t < T ? lse[(size_t)bh * T + t] * ATTN_LOG2E : 0.f;
+    const float dl = t < T ? delta[(size_t)bh * T + t] : 0.f;
+    const int kend = min(T, qt * C::ROWS + C::ROWS);
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads();
+        attn_stage_f32<A, HS, BK>(sK, kb, ks, k0, T);
+        attn_stage_f32<A, HS, BK>(sV, vb, ks, k0, T);
+        __syncthreads();
+        for (int j = 0; j < BK; j++) {
+            float x = 0.f, dp = 0.f;
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                x += attn_dot4(qv[i], sK4[j * NC + i * G + p]);
+                dp += attn_dot4(dav[i], sV4[j * NC + i * G + p]);
+            }
+            x = attn_group_sum<G>(x);
+            dp = attn_group_sum<G>(dp);
+            const float pj = k0 + j <= t && t < T ? exp2f(x - lse2) : 0.f;
+            const float ds = pj * (dp - dl) * scale;
+#pragma unroll
+            for (int i = 0; i < NV; i++) attn_axpy4(acc[i], ds, sK4[j * NC + i * G + p]);
+        }
+    }
+    if (t < T) {
+#pragma unroll
+        for (int i = 0; i < NV; i++) attn_store4(dq + qo + (i * G + p) * 4, acc[i], 1.f);
+    }
+}
+
+/* dk, dv. Grid (key tiles; B·NKV), block 64·G_BWD. */
+template <typename A, int HS>
+__global__ void __launch_bounds__(64 * attn_simple_cfg<HS>::G_BWD, 1)
+    attn_dkdv_simple(const A *__restrict__ q, const A *__restrict__ k, const A *__restrict__ v,
+                     const A *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+                     A *__restrict__ dk, A *__restrict__ dv, int T, int NH, int NKV, float scale_log2, float scale) {
+    using C = attn_simple_cfg<HS>;
+    constexpr int G = C::G_BWD, NC = C::NC, NV = NC / G, BQ = C::BK;
+    float *sQ = reinterpret_cast<float *>(attn_smem); /* [BQ][HS] */
+    float *sA = sQ + BQ * HS;                         /* [BQ][HS] da */
+    float *sL = sA + BQ * HS;                         /* [BQ] lse·log2(e) */
+    float *sD = sL + BQ;                              /* [BQ] delta */
+    const float4 *sQ4 = reinterpret_cast<const float4 *>(sQ), *sA4 = reinterpret_cast<const float4 *>(sA);
+    const int bk = blockIdx.y, b = bk / NKV, kh = bk - b * NKV, grp = NH / NKV;
+    const int p = threadIdx.x % G, k0 = blockIdx.x * C::ROWS, j = k0 + threadIdx.x / G;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const size_t ko = ((size_t)b * T + j) * ks + kh * HS; /* this key's head in k, v, dk, dv (if j < T) */
+
+    float4 kv[NV], vv[NV], dka[NV], dva[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        kv[i] = j < T ? attn_load4(k + ko + (i * G + p) * 4, scale_log2) : z;
+        vv[i] = j < T ? attn_load4(v + ko + (i * G + p) * 4, 1.f) : z;
+        dka[i] = z, dva[i] = z;
+    }
+    for (int hi = 0; hi < grp; hi++) {
+        const int h = kh * grp + hi;
+        const A *qb = q + (size_t)b * T * qs + h * HS, *ab = da + (size_t)b * T * qs + h * HS;
+        const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = delta + ((size_t)b * NH + h) * T;
+        for (int t0 = k0; t0 < T; t0 += BQ) {
+            __syncthreads();
+            attn_stage_f32<A, HS, BQ>(sQ, qb, qs, t0, T);
+            attn_stage_f32<A, HS, BQ>(sA, ab, qs, t0, T);
+            for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
+                sL[i] = t0 + i < T ? lrow[t0 + i] * ATTN_LOG2E : 0.f;
+                sD[i] = t0 + i < T ? drow[t0 + i] : 0.f;
+            }
+            __syncthreads();
+            for (int tt = 0; tt < BQ; tt++) {
+                const int t = t0 + tt;
+                float x = 0.f, dp = 0.f;
+#pragma unroll
+                for (int i = 0; i < NV; i++) {
+                    x += attn_dot4(kv[i], sQ4[tt * NC + i * G + p]);
+                    dp += attn_dot4(vv[i], sA4[tt * NC + i * G + p]);
+                }
+                x = attn_group_sum<G>(x);
+                dp = attn_group_sum<G>(dp);
+                const float pj = t >= j && t < T ? exp2f(x - sL[tt]) : 0.f;
+                const float ds = pj * (dp - sD[tt]) * scale;
+#pragma unroll
+                for (int i = 0; i < NV; i++) {
+                    attn_axpy4(dva[i], pj, sA4[tt * NC + i * G + p]);
+                    attn_axpy4(dka[i], ds, sQ4[tt * NC + i * G + p]);
+                }
+            }
+        }
+    }
+    if (j < T) {
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            attn_store4(dk + ko + (i * G + p) * 4, dka[i], 1.f);
+            attn_store4(dv + ko + (i * G + p) * 4, dva[i], 1.f);
+        }
+    }
+}
+
+/* delta[(b·NH + h)·T + t] = Σ_i da[n][h·HS + i]·att[n][h·HS + i], n = b·T + t. One warp per (n, h):
+ * lanes take i ≡ lane mod 32, then a fixed butterfly. Grid ⌈N·NH/8⌉, block 256. */
+template <typename A>
+__global__ void __launch_bounds__(256) attn_delta(const A *__restrict__ att, const A *__restrict__ da,
+                                                  float *__restrict__ delta, int T, int NH, int HS, long rows) {
+    const long w = (long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x & 31;
+    if (w >= rows) return; /* whole warps only */
+    const long n = w / NH;
+    const int h = (int)(w - n * NH), b = (int)(n / T), t = (int)(n - (long)b * T);
+    const size_t base = (size_t)n * NH * HS + (size_t)h * HS;
+    float s = 0.f;
+    for (int i = lane; i < HS; i += 32) s += to_f(da[base + i]) * to_f(att[base + i]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) delta[((size_t)b * NH + h) * T + t] = s;
+}
+
+/* ---- tensor-core kernels: bf16 mma.sync, fp32 accumulators -------------------------------------
+ * 128 threads = 4 warps; warp w owns rows 16w..16w+15 of the CTA's 64-row tile. In a C fragment,
+ * lane (g, tq) holds rows 16w+g (c[0], c[1]) and 16w+g+8 (c[2], c[3]), columns 2tq, 2tq+1 of each
+ * 8-column n-tile. Shared tiles: [rows][HS + 8] row-major, [HS][rows + 8] transposed (bf16). */
+template <int HS>
+struct attn_tc_cfg {
+    static constexpr int SR = HS + 8;                 /* row stride of a [64 or BQ][HS] tile */
+    static constexpr int ST = 64 + 8;                 /* row stride of a [HS][64] transposed tile */
+    static constexpr int BQ = HS > 64 ? 32 : 64;      /* query rows per step of the dk/dv kernel */
+    static constexpr int SQT = BQ + 8;                /* row stride of a [HS][BQ] transposed tile */
+    static constexpr size_t SMEM_FWD = (size_t)(64 * SR + HS * ST) * sizeof(bf16);
+    static constexpr size_t SMEM_DQ = (size_t)(4 * 64 * SR + HS * ST) * sizeof(bf16);
+    static constexpr size_t SMEM_DKDV = (size_t)((2 * 64 + 2 * BQ) * SR + 2 * HS * SQT) * sizeof(bf16) +
+                                        (size_t)2 * BQ * sizeof(float);
+    static_assert(HS % 16 == 0 && HS <= 128, "head size");
+};
+
+/* att, lse. Grid (query tiles, largest first; B·NH), block 128. */
+template <int HS>
+__global__ void __launch_bounds__(128, 1)
+    attn_fwd_tc(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                bf16 *__restrict__ att, float *__restrict__ lse, int T, int NH, int NKV, float scale_log2) {
+    using C = attn_tc_cfg<HS>;
+    constexpr int SR = C::SR, ST = C::ST;
+    bf16 *sK = reinterpret_cast<bf16 *>(attn_smem); /* [64][SR]: the Q tile first, then each K tile */
+    bf16 *sVt = sK + 64 * SR;                        /* [HS][ST]: the V tile, transposed */
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const bf16 *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+    const int q0 = qt * 64, wr = warp * 16, row0 = q0 + wr + g, row1 = row0 + 8; /* rows of c[0,1] / c[2,3] */
+
+    attn_stage_bf16<HS, 64, true, false>(sK, nullptr, q + (size_t)b * T * qs + h * HS, qs, q0, T);
+    __syncthreads();
+    uint32_t qa[HS / 16][4]; /* this warp's 16 query rows as A fragments, k-tiles of 16 dims */
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) attn_frag_a<SR>(qa[kk], sK, wr, kk * 16, g, tq);
+
+    float o[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; /* per row; l: this lane's columns only */
+    for (int kt = 0; kt <= qt; kt++) {
+        const int k0 = kt * 64;
+        __syncthreads(); /* sK (Q or the previous K) and sVt are consumed */
+        attn_stage_bf16<HS, 64, true, false>(sK, nullptr, kb, ks, k0, T);
+        attn_stage_bf16<HS, 64, false, true>(nullptr, sVt, vb, ks, k0, T);
+        __syncthreads();
+
+        float s[8][4]; /* S = Q·Kᵀ: 16 rows × 64 keys (8 n-tiles) */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++)
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                uint32_t b0, b1; /* B(d, j) = K[j][d] */
+                attn_frag_b<SR>(b0, b1, sK, nt * 8, kk * 16, g, tq);
+                attn_mma(s[nt], qa[kk], b0, b1);
+            }
+
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = e < 2 ? row0 : row1, col = k0 + nt * 8 + 2 * tq + (e & 1);
+                const float x = col <= row ? s[nt][e] * scale_log2 : -INFINITY; /* causal; zero rows past T */
+                s[nt][e] = x;
+                if (e < 2) mx0 = fmaxf(mx0, x);
+                else mx1 = fmaxf(mx1, x);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); /* the 4 lanes of a row: tq = 0..3 */
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float mb0 = mn0 == -INFINITY ? 0.f : mn0, mb1 = mn1 == -INFINITY ? 0.f : mn1;
+        const float corr0 = exp2f(m0 - mb0), corr1 = exp2f(m1 - mb1);
+        m0 = mn0, m1 = mn1;
+        l0 *= corr0, l1 *= corr1;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) o[nd][0] *= corr0, o[nd][1] *= corr0, o[nd][2] *= corr1, o[nd][3] *= corr1;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            s[nt][0] = exp2f(s[nt][0] - mb0), s[nt][1] = exp2f(s[nt][1] - mb0);
+            s[nt][2] = exp2f(s[nt][2] - mb1), s[nt][3] = exp2f(s[nt][3] - mb1);
+            l0 += s[nt][0] + s[nt][1], l1 += s[nt][2] + s[nt][3];
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { /* O += P·V, keys 16kk..16kk+15 */
+            uint32_t pa[4];
+            attn_c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nd = 0; nd < HS / 8; nd++) {
+                uint32_t b0, b1; /* B(j, d) = V[j][d] = sVt[d][j] */
+                attn_frag_b<ST>(b0, b1, sVt, nd * 8, kk * 16, g, tq);
+                attn_mma(o[nd], pa, b0, b1);
+            }
+        }
+    }
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+    bf16 *ob = att + (size_t)b * T * qs + h * HS + 2 * tq;
+    if (row0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row0 * qs + nd * 8) =
+                attn_pack_bf16(o[nd][0] * inv0, o[nd][1] * inv0);
+        if (tq == 0) lse[(size_t)bh * T + row0] = (m0 + log2f(l0)) * ATTN_LN2;
+    }
+    if (row1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row1 * qs + nd * 8) =
+                attn_pack_bf16(o[nd][2] * inv1, o[nd][3] * inv1);
+        if (tq == 0) lse[(size_t)bh * T + row1] = (m1 + log2f(l1)) * ATTN_LN2;
+    }
+}
+
+/* dq. Grid (query tiles, largest first; B·NH), block 128. */
+template <int HS>
+__global__ void __launch_bounds__(128, 1)
+    attn_dq_tc(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+               const bf16 *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+               bf16 *__restrict__ dq, int T, int NH, int NKV, float scale_log2, float scale) {
+    using C = attn_tc_cfg<HS>;
+    constexpr int SR = C::SR, ST = C::ST;
+    bf16 *sQ = reinterpret_cast<bf16 *>(attn_smem); /* [64][SR] */
+    bf16 *sdO = sQ + 64 * SR;                        /* [64][SR] da */
+    bf16 *sK = sdO + 64 * SR;                        /* [64][SR] */
+    bf16 *sV = sK + 64 * SR;                         /* [64][SR] */
+    bf16 *sKt = sV + 64 * SR;                        /* [HS][ST] K transposed */
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const size_t qoff = (size_t)b * T * qs + h * HS;
+    const bf16 *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+    const int q0 = qt * 64, wr = warp * 16, row0 = q0 + wr + g, row1 = row0 + 8;
+
+    attn_stage_bf16<HS, 64, true, false>(sQ, nullptr, q + qoff, qs, q0, T);
+    attn_stage_bf16<HS, 64, true, false>(sdO, nullptr, da + qoff, qs, q0, T);
+    const float lse0 = row0 < T ? lse[(size_t)bh * T + row0] * ATTN_LOG2E : 0.f;
+    const float lse1 = row1 < T ? lse[(size_t)bh * T + row1] * ATTN_LOG2E : 0.f;
+    const float dl0 = row0 < T ? delta[(size_t)bh * T + row0] : 0.f;
+    const float dl1 = row1 < T ? delta[(size_t)bh * T + row1] : 0.f;
+
+    float acc[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.f;
+    for (int kt = 0; kt <= qt; kt++) {
+        const int k0 = kt * 64;
+        __syncthreads(); /* sK, sV, sKt consumed (and, the first time, sQ, sdO staged) */
+        attn_stage_bf16<HS, 64, true, true>(sK, sKt, kb, ks, k0, T);
+        attn_stage_bf16<HS, 64, true, false>(sV, nullptr, vb, ks, k0, T);
+        __syncthreads();
+
+        float s[8][4], dp[8][4]; /* S = Q·Kᵀ, dP = dO·Vᵀ: 16 rows × 64 keys */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = 0.f, dp[nt][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) {
+            uint32_t qa[4], oa[4];
+            attn_frag_a<SR>(qa, sQ, wr, kk * 16, g, tq);
+            attn_frag_a<SR>(oa, sdO, wr, kk * 16, g, tq);
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                uint32_t b0, b1;
+                attn_frag_b<SR>(b0, b1, sK, nt * 8, kk * 16, g, tq); /* B(d, j) = K[j][d] */
+                attn_mma(s[nt], qa, b0, b1);
+                attn_frag_b<SR>(b0, b1, sV, nt * 8, kk * 16, g, tq); /* B(d, j) = V[j][d] */
+                attn_mma(dp[nt], oa, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { /* s ← dS = P (dP − Δ)/√HS */
+                const int row = e < 2 ? row0 : row1, col = k0 + nt * 8 + 2 * tq + (e & 1);
+                const float pj = col <= row && row < T ? exp2f(s[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+                s[nt][e] = pj * (dp[nt][e] - (e < 2 ? dl0 : dl1)) * scale;
+            }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { /* dQ += dS·K, keys 16kk..16kk+15 */
+            uint32_t a[4];
+            attn_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nd = 0; nd < HS / 8; nd++) {
+                uint32_t b0, b1; /* B(j, d) = K[j][d] = sKt[d][j] */
+                attn_frag_b<ST>(b0, b1, sKt, nd * 8, kk * 16, g, tq);
+                attn_mma(acc[nd], a, b0, b1);
+            }
+        }
+    }
+
+    bf16 *ob = dq + qoff + 2 * tq;
+    if (row0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row0 * qs + nd * 8) = attn_pack_bf16(acc[nd][0], acc[nd][1]);
+    }
+    if (row1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row1 * qs + nd * 8) = attn_pack_bf16(acc[nd][2], acc[nd][3]);
+    }
+}
+
+/* dk, dv. Grid (key tiles; B·NKV), block 128. Warp w owns keys k0+16w..k0+16w+15 and computes
+ * Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (rows = keys, columns = BQ queries), then dV += Pᵀ·dO, dK += dSᵀ·Q. */
+template <int HS>
+__global__ void __launch_bounds__(128, 1)
+    attn_dkdv_tc(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                 const bf16 *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+                 bf16 *__restrict__ dk, bf16 *__restrict__ dv, int T, int NH, int NKV, float scale_log2, float scale) {
+    using C = attn_tc_cfg<HS>;
+    constexpr int SR = C::SR, BQ = C::BQ, SQT = C::SQT;
+    bf16 *sK = reinterpret_cast<bf16 *>(attn_smem);         /* [64][SR] */
+    bf16 *sV = sK + 64 * SR;                                 /* [64][SR] */
+    bf16 *sQ = sV + 64 * SR;                                 /* [BQ][SR] */
+    bf16 *sdO = sQ + BQ * SR;                                /* [BQ][SR] da */
+    bf16 *sQt = sdO + BQ * SR;                               /* [HS][SQT] Q transposed */
+    bf16 *sdOt = sQt + HS * SQT;                             /* [HS][SQT] da transposed */
+    float *sL = reinterpret_cast<float *>(sdOt + HS * SQT);  /* [BQ] lse·log2(e) */
+    float *sD = sL + BQ;                                     /* [BQ] delta */
+    const int bk = blockIdx.y, b = bk / NKV, kh = bk - b * NKV, grp = NH / NKV;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const size_t koff = (size_t)b * T * ks + kh * HS;
+    const int k0 = blockIdx.x * 64, wr = warp * 16, key0 = k0 + wr + g, key1 = key0 + 8; /* rows of c[0,1] / c[2,3] */
+
+    attn_stage_bf16<HS, 64, true, false>(sK, nullptr, k + koff, ks, k0, T);
+    attn_stage_bf16<HS, 64, true, false>(sV, nullptr, v + koff, ks, k0, T);
+    float dka[HS / 8][4], dva[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[nd][e] = 0.f, dva[nd][e] = 0.f;
+
+    for (int hi = 0; hi < grp; hi++) {
+        const int h = kh * grp + hi;
+        const size_t qoff = (size_t)b * T * qs + h * HS;
+        const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = delta + ((size_t)b * NH + h) * T;
+        for (int t0 = k0; t0 < T; t0 += BQ) {
+            __syncthreads(); /* the previous query tile is consumed (and, the first time, sK, sV staged) */
+            attn_stage_bf16<HS, BQ, true, true>(sQ, sQt, q + qoff, qs, t0, T);
+            attn_stage_bf16<HS, BQ, true, true>(sdO, sdOt, da + qoff, qs, t0, T);
+            for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
+                sL[i] = t0 + i < T ? lrow[t0 + i] * ATTN_LOG2E : 0.f;
+                sD[i] = t0 + i < T ? drow[t0 + i] : 0.f;
+            }
+            __syncthreads();
+
+            float st[BQ / 8][4], dpt[BQ / 8][4]; /* Sᵀ, dPᵀ: 16 keys × BQ queries */
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) st[nt][e] = 0.f, dpt[nt][e] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                uint32_t ka[4], va[4];
+                attn_frag_a<SR>(ka, sK, wr, kk * 16, g, tq);
+                attn_frag_a<SR>(va, sV, wr, kk * 16, g, tq);
+#pragma unroll
+                for (int nt = 0; nt < BQ / 8; nt++) {
+                    uint32_t b0, b1;
+                    attn_frag_b<SR>(b0, b1, sQ, nt * 8, kk * 16, g, tq); /* B(d, t) = Q[t][d] */
+                    attn_mma(st[nt], ka, b0, b1);
+                    attn_frag_b<SR>(b0, b1, sdO, nt * 8, kk * 16, g, tq); /* B(d, t) = dO[t][d] */
+                    attn_mma(dpt[nt], va, b0, b1);
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < BQ / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) { /* st ← Pᵀ, dpt ← dSᵀ */
+                    const int key = e < 2 ? key0 : key1, tl = nt * 8 + 2 * tq + (e & 1), t = t0 + tl;
+                    const float pj = t >= key && t < T ? exp2f(st[nt][e] * scale_log2 - sL[tl]) : 0.f;
+                    st[nt][e] = pj;
+                    dpt[nt][e] = pj * (dpt[nt][e] - sD[tl]) * scale;
+                }
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; kk++) { /* queries t0+16kk..t0+16kk+15 */
+                uint32_t pa[4], sa[4];
+                attn_c_to_a(pa, st[2 * kk], st[2 * kk + 1]);
+                attn_c_to_a(sa, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+                for (int nd = 0; nd < HS / 8; nd++) {
+                    uint32_t b0, b1;
+                    attn_frag_b<SQT>(b0, b1, sdOt, nd * 8, kk * 16, g, tq); /* B(t, d) = dO[t][d] = sdOt[d][t] */
+                    attn_mma(dva[nd], pa, b0, b1);
+                    attn_frag_b<SQT>(b0, b1, sQt, nd * 8, kk * 16, g, tq); /* B(t, d) = Q[t][d] = sQt[d][t] */
+                    attn_mma(dka[nd], sa, b0, b1);
+                }
+            }
+        }
+    }
+
+    bf16 *dkb = dk + koff + 2 * tq, *dvb = dv + koff + 2 * tq;
+    if (key0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) {
+            *reinterpret_cast<uint32_t *>(dkb + (size_t)key0 * ks + nd * 8) = attn_pack_bf16(dka[nd][0], dka[nd][1]);
+            *reinterpret_cast<uint32_t *>(dvb + (size_t)key0 * ks + nd * 8) = attn_pack_bf16(dva[nd][0], dva[nd][1]);
+        }
+    }
+    if (key1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) {
+            *reinterpret_cast<uint32_t *>(dkb + (size_t)key1 * ks + nd * 8) = attn_pack_bf16(dka[nd][2], dka[nd][3]);
+            *reinterpret_cast<uint32_t *>(dvb + (size_t)key1 * ks + nd * 8) = attn_pack_bf16(dva[nd][2], dva[nd][3]);
+        }
+    }
+}
+
+/* ---- host: dispatch --------------------------------------------------------------------------- */
+
+/* FABLE_CUDA_ATTN=simple: the CUDA-core kernels for bf16 too (read once). */
+static bool attn_simple_only(void) {
+    static const bool simple = [] {
+        const char *e = getenv("FABLE_CUDA_ATTN");
+        return e && strcmp(e, "simple") == 0;
+    }();
+    return simple;
+}
+
+static bool attn_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static void attn_unsupported(int HS) {
+    char why[64];
+    snprintf(why, sizeof why, "head size %d not supported", HS);
+    cu_fatal(__FILE__, __LINE__, "attention", why);
+}
+
+static void attn_check_dims(const eng_dims *d) {
+    if (d->NH <= 0 || d->NKV <= 0 || d->NH % d->NKV != 0)
+        cu_fatal(__FILE__, __LINE__, "attention", "n_heads must be a multiple of n_kv_heads");
+    if ((long)d->B * d->NH > 65535) cu_fatal(__FILE__, __LINE__, "attention", "batch·heads above 65535 (grid y)");
+}
+
+/* 1/√HS, and the same times log2(e) (scores in base-2 units) */
+static float attn_scale(int HS) { return (float)(1.0 / sqrt((double)HS)); }
+static float attn_scale_log2(int HS) { return (float)(1.4426950408889634 / sqrt((double)HS)); }
+
+template <typename K>
+static void attn_set_smem(K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+/* Whether the tensor-core kernels take this call: bf16, a head size they have, 16-byte aligned
+ * buffers (their vector loads), and not FABLE_CUDA_ATTN=simple. */
+template <typename A>
+static bool attn_use_tc(int HS, const void *const *ptrs, int n) {
+    if (!std::is_same<A, bf16>::value || attn_simple_only()) return false;
+    if (HS != 16 && HS != 32 && HS != 48 && HS != 64 && HS != 128) return false;
+    for (int i = 0; i < n; i++)
+        if (!attn_aligned16(ptrs[i])) return false;
+    return true;
+}
+
+#define ATTN_SIMPLE_HS(X) X(8) X(16) X(32) X(40) X(48) X(64) X(80) X(96) X(128)
+#define ATTN_TC_HS(X) X(16) X(32) X(48) X(64) X(128)
+
+template <typename A, int HS>
+static void attn_fwd_simple_run(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, A *att,
+                                float *lse) {
+    using C = attn_simple_cfg<HS>;
+    const dim3 grid(cdiv(d->T, C::ROWS), d->B * d->NH), threads(C::ROWS * C::G_FWD);
+    const size_t smem = C::SMEM_KV;
+    attn_set_smem(attn_fwd_simple<A, HS>, smem);
+    attn_fwd_simple<A, HS><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(HS));
+    CU_LAUNCHED();
+}
+
+template <int HS>
+static void attn_fwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, const bf16 *k, const bf16 *v,
+                            bf16 *att, float *lse) {
+    const dim3 grid(cdiv(d->T, 64), d->B * d->NH), threads(128);
+    const size_t smem = attn_tc_cfg<HS>::SMEM_FWD;
+    attn_set_smem(attn_fwd_tc<HS>, smem);
+    attn_fwd_tc<HS><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(HS));
+    CU_LAUNCHED();
+}
+
+template <typename A, int HS>
+static void attn_bwd_simple_run(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, const A *da,
+                                const float *lse, const float *delta, A *dq, A *dk, A *dv) {
+    using C = attn_simple_cfg<HS>;
+    const dim3 threads(C::ROWS * C::G_BWD);
+    const dim3 gq(cdiv(d->T, C::ROWS), d->B * d->NH), gk(cdiv(d->T, C::ROWS), d->B * d->NKV);
+    const size_t smq = C::SMEM_KV, smk = C::SMEM_DKDV;
+    attn_set_smem(attn_dq_simple<A, HS>, smq);
+    attn_dq_simple<A, HS><<<gq, threads, smq, s>>>(q, k, v, da, lse, delta, dq, d->T, d->NH, d->NKV,
+                                                   attn_scale_log2(HS), attn_scale(HS));
+    CU_LAUNCHED();
+    attn_set_smem(attn_dkdv_simple<A, HS>, smk);
+    attn_dkdv_simple<A, HS><<<gk, threads, smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH, d->NKV,
+                                                     attn_scale_log2(HS), attn_scale(HS));
+    CU_LAUNCHED();
+}
+
+template <int HS>
+static void attn_bwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, const bf16 *k, const bf16 *v,
+                            const bf16 *da, const float *lse, const float *delta, bf16 *dq, bf16 *dk, bf16 *dv) {
+    using C = attn_tc_cfg<HS>;
+    const dim3 threads(128);
+    const dim3 gq(cdiv(d->T, 64), d->B * d->NH), gk(cdiv(d->T, 64), d->B * d->NKV);
+    const size_t smq = C::SMEM_DQ, smk = C::SMEM_DKDV;
+    attn_set_smem(attn_dq_tc<HS>, smq);
+    attn_dq_tc<HS><<<gq, threads, smq, s>>>(q, k, v, da, lse, delta, dq, d->T, d->NH, d->NKV, attn_scale_log2(HS),
+                                            attn_scale(HS));
+    CU_LAUNCHED();
+    attn_set_smem(attn_dkdv_tc<HS>, smk);
+    attn_dkdv_tc<HS><<<gk, threads, smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH, d->NKV,
+                                              attn_scale_log2(HS), attn_scale(HS));
+    CU_LAUNCHED();
+}
+
+template <typename A>
+void cu_attn_fwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, A *att, float *lse) {
+    if (d->N <= 0) return;
+    attn_check_dims(d);
+    const void *ptrs[] = {q, k, v, att};
+    if constexpr (std::is_same<A, bf16>::value) {
+        if (attn_use_tc<A>(d->HS, ptrs, 4)) {
+            switch (d->HS) {
+#define ATTN_CASE(hs) \
+    case hs: attn_fwd_tc_run<hs>(s, d, q, k, v, att, lse); return;
+                ATTN_TC_HS(ATTN_CASE)
+#undef ATTN_CASE
+            }
+        }
+    }
+    switch (d->HS) {
+#define ATTN_CASE(hs) \
+    case hs: attn_fwd_simple_run<A, hs>(s, d, q, k, v, att, lse); return;
+        ATTN_SIMPLE_HS(ATTN_CASE)
+#undef ATTN_CASE
+    }
+    attn_unsupported(d->HS);
+}
+
+template <typename A>
+void cu_attn_bwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, const A *att,
+                 const float *lse, const A *da, A *dq, A *dk, A *dv, float *delta) {
+    if (d->N <= 0) return;
+    attn_check_dims(d);
+    {
+        const long rows = (long)d->N * d->NH;
+        const dim3 grid((unsigned)((rows + 7) / 8)), threads(256);
+        attn_delta<A><<<grid, threads, 0, s>>>(att, da, delta, d->T, d->NH, d->HS, rows);
+        CU_LAUNCHED();
+    }
+    const void *ptrs[] = {q, k, v, da, dq, dk, dv};
+    if constexpr (std::is_same<A, bf16>::value) {
+        if (attn_use_tc<A>(d->HS, ptrs, 7)) {
+            switch (d->HS) {
+#define ATTN_CASE(hs) \
+    case hs: attn_bwd_tc_run<hs>(s, d, q, k, v, da, lse, delta, dq, dk, dv); return;
+                ATTN_TC_HS(ATTN_CASE)
+#undef ATTN_CASE
+            }
+        }
+    }
+    switch (d->HS) {
+#define ATTN_CASE(hs) \
+    case hs: attn_bwd_simple_run<A, hs>(s, d, q, k, v, da, lse, delta, dq, dk, dv); return;
+        ATTN_SIMPLE_HS(ATTN_CASE)
+#undef ATTN_CASE
+    }
+    attn_unsupported(d->HS);
+}
+
+template void cu_attn_fwd<float>(cudaStream_t, const eng_dims *, const float *, const float *, const float *, float *,
+                                 float *);
+template void cu_attn_fwd<bf16>(cudaStream_t, const eng_dims *, const bf16 *, const bf16 *, const bf16 *, bf16 *,
+                                float *);
+template void cu_attn_bwd<float>(cudaStream_t, const eng_dims *, const float *, const float *, const float *,
+                                 const float *, const float *, const float *, float *, float *, float *, float *);
+template void cu_attn_bwd<bf16>(cudaStream_t, const eng_dims *, const bf16 *, const bf16 *, const bf16 *, const bf16 *,
+                                const float *, const bf16 *, bf16 *, bf16 *, bf16 *, float *);

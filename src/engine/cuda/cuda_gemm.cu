@@ -1,0 +1,108 @@
+/* fable cuda engine — every matrix product, through cuBLASLt.
+ *
+ * fable's matrices are row-major; cuBLASLt's are column-major. A row-major X [r, c] with
+ * leading dimension ld is the column-major Xᵀ [c, r] with the same ld, so
+ *   row-major  C[M,N] = op(A)[M,K] · op(B)[K,N]
+ *   is column-major  Cᵀ[N,M] = op(B)ᵀ[N,K] · op(A)ᵀ[K,M],
+ * i.e. cuBLASLt's first operand is our B and its second our A, with m = N, n = M:
+ *   B not transposed (stored [K,N]): its column-major view [N,K] is op(B)ᵀ: op N, layout N×K;
+ *   B transposed (stored [N,K]):     view [K,N] = op(B): op T, layout K×N;
+ *   A not transposed (stored [M,K]): view [K,M] = op(A)ᵀ: op N, layout K×M;
+ *   A transposed (stored [K,M]):     view [M,K] = op(A): op T, layout M×K;
+ *   C, D: layout N×M.
+ * Compute type CUBLAS_COMPUTE_32F: fp32 accumulation, and with fp32 operands no TF32 (that
+ * would be CUBLAS_COMPUTE_32F_FAST_TF32). The algorithm for each shape is asked of the
+ * heuristic once and cached, so a shape always runs the same algorithm (bit-identical
+ * results from step to step). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cuda/cuda_internal.cuh"
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc, ab, cd, beta0;
+    int align[4];  /* byte alignment of A, B, C, D (≤ 256): algorithms are chosen for it */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    int used;
+} plan;
+
+#define NPLANS 1024
+static plan plans[NPLANS];
+static int nplans;
+
+static cudaDataType_t dtype(int t) { return t == CU_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+/* the largest power of two (≤ 256) that divides the address */
+static int align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 1;
+    while (al < 256 && !(a & (uintptr_t)al)) al <<= 1;
+    return al;
+}
+
+static plan *find_plan(cu_state *st, int ta, int tb, int M, int N, int K, int lda, int ldb, int ldc, int ab, int cd,
+                       int beta0, const int align[4]) {
+    for (int i = 0; i < nplans; i++) {
+        plan *p = &plans[i];
+        if (p->ta == ta && p->tb == tb && p->M == M && p->N == N && p->K == K && p->lda == lda && p->ldb == ldb &&
+            p->ldc == ldc && p->ab == ab && p->cd == cd && p->beta0 == beta0 && !memcmp(p->align, align, sizeof p->align))
+            return p;
+    }
+    if (nplans == NPLANS) cu_fatal(__FILE__, __LINE__, "cu_gemm", "more than 1024 distinct matrix shapes");
+    plan *p = &plans[nplans++];
+    memset(p, 0, sizeof *p);
+    p->ta = ta, p->tb = tb, p->M = M, p->N = N, p->K = K, p->lda = lda, p->ldb = ldb, p->ldc = ldc;
+    p->ab = ab, p->cd = cd, p->beta0 = beta0;
+    memcpy(p->align, align, sizeof p->align);
+    LT_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N; /* cuBLASLt's A is our B */
+    cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (tb) LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, dtype(ab), K, N, ldb));
+    else LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, dtype(ab), N, K, ldb));
+    if (ta) LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, dtype(ab), M, K, lda));
+    else LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, dtype(ab), K, M, lda));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lc, dtype(cd), N, M, ldc));
+    cublasLtMatmulPreference_t pref;
+    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = st->ws_bytes;
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    /* split-K reductions only through a workspace, never in place in the output (which needs
+     * atomics): results stay bit-identical from run to run */
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    /* cuBLASLt's A is our B and its B our A */
+    const cublasLtMatmulPreferenceAttributes_t al[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++) {
+        uint32_t v = (uint32_t)align[i];
+        LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, al[i], &v, sizeof v));
+    }
+    cublasLtMatmulHeuristicResult_t h[4];
+    int got = 0;
+    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(st->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 4, h, &got));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (got <= 0) {
+        char why[200];
+        snprintf(why, sizeof why, "no cuBLASLt algorithm for %s[%d,%d]·%s[%d,%d] (%s → %s)", ta ? "Aᵀ" : "A", M, K,
+                 tb ? "Bᵀ" : "B", K, N, ab == CU_BF16 ? "bf16" : "fp32", cd == CU_BF16 ? "bf16" : "fp32");
+        cu_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", why);
+    }
+    p->algo = h[0].algo;
+    return p;
+}
+
+void cu_gemm(cu_state *st, cudaStream_t s, void *ws, int ta, int tb, int M, int N, int K, const void *A, int lda,
+             const void *B, int ldb, int ab_type, const void *C, void *D, int ldc, int cd_type, float alpha,
+             float beta) {
+    if (M <= 0 || N <= 0) return;
+    if (!C) C = D;
+    const int align[4] = {align_of(A), align_of(B), align_of(C), align_of(D)};
+    plan *p = find_plan(st, ta, tb, M, N, K, lda, ldb, ldc, ab_type, cd_type, beta == 0.0f, align);
+    LT_CHECK(cublasLtMatmul(st->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, D, p->lc, &p->algo, ws,
+                            st->ws_bytes, s));
+}
