@@ -15,6 +15,8 @@
 #   5. clear errors: no GPU, out of GPU memory, a model that does not fit
 #   6. greedy sampling on the GPU = run.c's text for stories260K = the cpu engine's
 #   7. fable bench step --engine cuda; 8. PyTorch on the same GPU (bench/torch_gpu.py)
+#   9. the kernels alone, and the step with CUDA graphs, the dW stream or the tensor-core attention off
+# SECTIONS="1 7" runs only some; TORCH_EAGER=0 skips PyTorch eager; TORCH_COMPILE_CFGS="P B T,P B T".
 set -u
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-gpu-out}}
@@ -165,6 +167,7 @@ if want 8; then
 section "8. PyTorch $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null) on the same GPU [$(elapsed) s]"
 : >"$OUTDIR/torch.jsonl"
 for cfg in "stories110M 32 1024" "stories110M 128 256" "stories110M 1 256" "stories15M 32 1024" "stories15M 128 256" "stories15M 1 256"; do
+  [ "${TORCH_EAGER:-1}" = 0 ] && break
   set -- $cfg
   timeout 60 $PY bench/torch_gpu.py --preset $1 --batch $2 --seq $3 --json >>"$OUTDIR/torch.jsonl" 2>>"$OUTDIR/torch.err" || say "FAIL torch eager $cfg"
 done
@@ -181,6 +184,18 @@ for l in open(sys.argv[1]):
     print(f"torch {j['mode']:7s} {j['preset']:11s} {j['batch']:4d}x{j['seq']:<5d}: {j['ms_median']:8.2f} ms, {j['tokens_per_s']:>11,.0f} tok/s, "
           f"{j['tflops']:6.1f} TFLOP/s, MFU {j['mfu_pct_989']:5.1f}%")
 PY
+fi
+
+if want 9; then
+section "9. where the time goes: kernels alone, and the graph / dW-stream switches [$(elapsed) s]"
+timeout 90 ./fable bench kernels --engine cuda --preset stories110M --batch 32 --seq 1024 --reps 5 2>&1 | tee -a "$S"
+for sw in "FABLE_CUDA_GRAPH=0" "FABLE_CUDA_DW_STREAM=0" "FABLE_CUDA_ATTN=simple"; do
+  for cfg in "stories110M 1 256" "stories110M 32 1024"; do
+    set -- $cfg
+    r=$(env $sw timeout 60 ./fable bench step --engine cuda --preset $1 --batch $2 --seq $3 --steps 10 --warmup 3 --json 2>&1 | tail -1)
+    say "$sw $cfg: $(echo "$r" | $PY -c 'import json,sys; j=json.loads(sys.stdin.read()); print(f"{j[\"ms_median\"]:.2f} ms, MFU {j[\"mfu_pct\"]:.1f}%")' 2>/dev/null || echo "$r")"
+  done
+done
 fi
 
 rm -rf "$W"

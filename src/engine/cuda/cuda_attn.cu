@@ -760,12 +760,12 @@ static bool attn_use_tc(int HS, const void *const *ptrs, int n) {
 
 template <typename A, int HS>
 static void attn_fwd_simple_run(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, A *att,
-                                float *lse) {
+                                float *lse, int hs_scale = HS) {
     using C = attn_simple_cfg<HS>;
     const dim3 grid(cdiv(d->T, C::ROWS), d->B * d->NH), threads(C::ROWS * C::G_FWD);
     const size_t smem = C::SMEM_KV;
     attn_set_smem(attn_fwd_simple<A, HS>, smem);
-    attn_fwd_simple<A, HS><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(HS));
+    attn_fwd_simple<A, HS><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(hs_scale));
     CU_LAUNCHED();
 }
 
@@ -781,18 +781,18 @@ static void attn_fwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, co
 
 template <typename A, int HS>
 static void attn_bwd_simple_run(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, const A *da,
-                                const float *lse, const float *delta, A *dq, A *dk, A *dv) {
+                                const float *lse, const float *delta, A *dq, A *dk, A *dv, int hs_scale = HS) {
     using C = attn_simple_cfg<HS>;
     const dim3 threads(C::ROWS * C::G_BWD);
     const dim3 gq(cdiv(d->T, C::ROWS), d->B * d->NH), gk(cdiv(d->T, C::ROWS), d->B * d->NKV);
     const size_t smq = C::SMEM_KV, smk = C::SMEM_DKDV;
     attn_set_smem(attn_dq_simple<A, HS>, smq);
     attn_dq_simple<A, HS><<<gq, threads, smq, s>>>(q, k, v, da, lse, delta, dq, d->T, d->NH, d->NKV,
-                                                   attn_scale_log2(HS), attn_scale(HS));
+                                                   attn_scale_log2(hs_scale), attn_scale(hs_scale));
     CU_LAUNCHED();
     attn_set_smem(attn_dkdv_simple<A, HS>, smk);
     attn_dkdv_simple<A, HS><<<gk, threads, smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH, d->NKV,
-                                                     attn_scale_log2(HS), attn_scale(HS));
+                                                     attn_scale_log2(hs_scale), attn_scale(hs_scale));
     CU_LAUNCHED();
 }
 
@@ -811,6 +811,99 @@ static void attn_bwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, co
     attn_dkdv_tc<HS><<<gk, threads, smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH, d->NKV,
                                               attn_scale_log2(HS), attn_scale(HS));
     CU_LAUNCHED();
+}
+
+/* ---- other head sizes: zero-padded to the next simple kernel's ---------------------------------
+ * q, k, v (and da) are copied into rows of HSp ≥ HS values, the extra ones zero, which changes no
+ * score and no output value; the kernels scale by 1/√HS of the real head size; att, dq, dk, dv are
+ * copied back. The staging buffer is the file's own, grown on the first call of a shape. */
+template <typename A> __global__ void attn_pad(const A *src, A *dst, size_t rows, int hs, int hsp) {
+    const size_t n = rows * hsp;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / hsp, c = i - r * hsp;
+        dst[i] = c < (size_t)hs ? src[r * hs + c] : from_f<A>(0.0f);
+    }
+}
+template <typename A> __global__ void attn_unpad(const A *src, A *dst, size_t rows, int hs, int hsp) {
+    const size_t n = rows * hs;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / hs, c = i - r * hs;
+        dst[i] = src[r * hsp + c];
+    }
+}
+template <typename A> static void attn_pad_run(cudaStream_t s, const A *src, A *dst, size_t rows, int hs, int hsp) {
+    const size_t n = rows * hsp;
+    attn_pad<A><<<(unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536), 256, 0, s>>>(src, dst, rows, hs, hsp);
+    CU_LAUNCHED();
+}
+template <typename A> static void attn_unpad_run(cudaStream_t s, const A *src, A *dst, size_t rows, int hs, int hsp) {
+    const size_t n = rows * hs;
+    attn_unpad<A><<<(unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536), 256, 0, s>>>(src, dst, rows, hs, hsp);
+    CU_LAUNCHED();
+}
+
+static int attn_pad_hs(int HS) {
+    const int hs[] = {8, 16, 32, 40, 48, 64, 80, 96, 128};
+    for (int i = 0; i < 9; i++)
+        if (hs[i] >= HS) return hs[i];
+    return 0;
+}
+
+static void *attn_pad_scratch(size_t bytes) {
+    static void *buf;
+    static size_t have;
+    if (bytes > have) {
+        if (buf) {
+            CU_CHECK(cudaDeviceSynchronize());
+            CU_CHECK(cudaFree(buf));
+        }
+        CU_CHECK(cudaMalloc(&buf, bytes));
+        have = bytes;
+    }
+    return buf;
+}
+
+template <typename A>
+static void attn_fwd_padded(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, A *att, float *lse,
+                            int hsp) {
+    eng_dims p = *d;
+    p.HS = hsp, p.D = d->NH * hsp, p.KVD = d->NKV * hsp;
+    const size_t nq = (size_t)d->N * d->NH, nk = (size_t)d->N * d->NKV;
+    A *qp = (A *)attn_pad_scratch((2 * nq + 2 * nk) * hsp * sizeof(A)), *kp = qp + nq * hsp, *vp = kp + nk * hsp,
+      *ap = vp + nk * hsp;
+    attn_pad_run(s, q, qp, nq, d->HS, hsp);
+    attn_pad_run(s, k, kp, nk, d->HS, hsp);
+    attn_pad_run(s, v, vp, nk, d->HS, hsp);
+    switch (hsp) {
+#define ATTN_CASE(hs) \
+    case hs: attn_fwd_simple_run<A, hs>(s, &p, qp, kp, vp, ap, lse, d->HS); break;
+        ATTN_SIMPLE_HS(ATTN_CASE)
+#undef ATTN_CASE
+    }
+    attn_unpad_run(s, ap, att, nq, d->HS, hsp);
+}
+
+template <typename A>
+static void attn_bwd_padded(cudaStream_t s, const eng_dims *d, const A *q, const A *k, const A *v, const A *da,
+                            const float *lse, const float *delta, A *dq, A *dk, A *dv, int hsp) {
+    eng_dims p = *d;
+    p.HS = hsp, p.D = d->NH * hsp, p.KVD = d->NKV * hsp;
+    const size_t nq = (size_t)d->N * d->NH, nk = (size_t)d->N * d->NKV;
+    A *qp = (A *)attn_pad_scratch((3 * nq + 4 * nk) * hsp * sizeof(A)), *kp = qp + nq * hsp, *vp = kp + nk * hsp,
+      *dap = vp + nk * hsp, *dqp = dap + nq * hsp, *dkp = dqp + nq * hsp, *dvp = dkp + nk * hsp;
+    attn_pad_run(s, q, qp, nq, d->HS, hsp);
+    attn_pad_run(s, k, kp, nk, d->HS, hsp);
+    attn_pad_run(s, v, vp, nk, d->HS, hsp);
+    attn_pad_run(s, da, dap, nq, d->HS, hsp);
+    switch (hsp) {
+#define ATTN_CASE(hs) \
+    case hs: attn_bwd_simple_run<A, hs>(s, &p, qp, kp, vp, dap, lse, delta, dqp, dkp, dvp, d->HS); break;
+        ATTN_SIMPLE_HS(ATTN_CASE)
+#undef ATTN_CASE
+    }
+    attn_unpad_run(s, dqp, dq, nq, d->HS, hsp);
+    attn_unpad_run(s, dkp, dk, nk, d->HS, hsp);
+    attn_unpad_run(s, dvp, dv, nk, d->HS, hsp);
 }
 
 template <typename A>
@@ -834,6 +927,7 @@ void cu_attn_fwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, cons
         ATTN_SIMPLE_HS(ATTN_CASE)
 #undef ATTN_CASE
     }
+    if (const int hsp = attn_pad_hs(d->HS)) return attn_fwd_padded(s, d, q, k, v, att, lse, hsp);
     attn_unsupported(d->HS);
 }
 
@@ -865,6 +959,7 @@ void cu_attn_bwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, cons
         ATTN_SIMPLE_HS(ATTN_CASE)
 #undef ATTN_CASE
     }
+    if (const int hsp = attn_pad_hs(d->HS)) return attn_bwd_padded(s, d, q, k, v, da, lse, delta, dq, dk, dv, hsp);
     attn_unsupported(d->HS);
 }
 
