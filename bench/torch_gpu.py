@@ -13,6 +13,7 @@ usage: bench/torch_gpu.py --preset stories110M --batch 32 --seq 1024 [--compile]
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -21,12 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PRESETS = {  # dim, hidden, layers, heads, kv_heads, vocab
-    "stories260K": (64, 172, 5, 8, 4, 512),
-    "stories15M": (288, 768, 6, 6, 6, 32000),
-    "stories42M": (512, 1376, 8, 8, 8, 32000),
-    "stories110M": (768, 2048, 12, 12, 12, 32000),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_step import PRESETS  # noqa: E402  (the CPU twin's table: dim, hidden, layers, heads, kv_heads, vocab)
 
 
 class RMSNorm(nn.Module):

@@ -709,15 +709,562 @@ __global__ void __launch_bounds__(128, 1)
     }
 }
 
+/* ---- tensor-core kernels, version 2 (the default) ---------------------------------------------
+ * The mathematics, the mma fragments and the per-element operation order of the version-1 kernels
+ * above (every sum over the same terms in the same order, so the outputs are the same), with:
+ *  - cp.async double buffering (16-byte cp.async.cg, zero-fill for rows at or past T): the next
+ *    K/V tile (fwd, dq) or Q/dO/lse/Δ tile (dk/dv) is in flight while the current one is consumed,
+ *    and one __syncthreads per tile orders both buffers;
+ *  - ldmatrix.x4 fragment loads: one instruction gives an A fragment, or the B fragments of two
+ *    n-tiles; .trans for the operands needed transposed (V in P·V, K in dS·K, dO and Q in Pᵀ·dO and
+ *    dSᵀ·Q), so there is no transposed staging. Every tile is row-major [rows][HS + 8] bf16: the 16-byte
+ *    row segments that 8 consecutive rows present to one 8×8 matrix lie in distinct bank quads;
+ *  - NW warps × 16 rows per CTA (NW = 8: 128 query rows in fwd and dq, so each staged K/V tile feeds
+ *    twice as many rows);
+ *  - warps skip tiles that are entirely masked (above the diagonal, or all their rows past T), and
+ *    the causal / past-T masks are evaluated only on the tiles that need them.
+ * A warp owns rows 16w..16w+15 of the CTA's tile exactly as in version 1; the key (fwd, dq) or query
+ * (dk/dv) tiles are the same 64- (or BQ-) aligned tiles, visited in the same order.
+ *
+ * ldmatrix.x4 (PTX ISA "Warp-level matrix load instruction: ldmatrix"): lanes 8i..8i+7 give the
+ * addresses of the 8 rows (16 bytes each) of matrix i; register i of lane l then holds row l/4,
+ * elements 2(l%4), 2(l%4)+1 of matrix i (low half first), or with .trans the elements
+ * [2(l%4)][l/4], [2(l%4)+1][l/4]. So, for a row-major tile with row stride S:
+ *   A fragment of the 16×16 block at (r0, c0): lane l addresses row r0 + (l & 15), column c0 + 8(l >> 4)
+ *     (matrices (r0, c0), (r0+8, c0), (r0, c0+8), (r0+8, c0+8) = a[0..3]);
+ *   B fragments of n-tiles n0, n0+8 (B(k, n) = tile[n][k], tile n-major): lane l addresses row
+ *     n0 + (l & 7) + 8(l >> 4), column k0 + 8((l >> 3) & 1)  → b0, b1 of n0, then b0, b1 of n0+8;
+ *   B fragments of n-tiles n0, n0+8 with B(k, n) = tile[k][n] (k-major, .trans): lane l addresses
+ *     row k0 + (l & 15), column n0 + 8(l >> 4) (the A pattern) → b0, b1 of n0, then of n0+8. */
+
+/* the shared-window address of a pointer into attn_smem */
+__device__ __forceinline__ uint32_t attn_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global → shared, asynchronously (L2 only); valid = false writes 16 zero bytes instead */
+__device__ __forceinline__ void attn_cp_async16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(attn_smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+/* 4 bytes global → shared, asynchronously; valid = false writes zero */
+__device__ __forceinline__ void attn_cp_async4(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(attn_smem_u32(dst)), "l"(src),
+                 "r"(valid ? 4 : 0)
+                 : "memory");
+}
+
+/* close this thread's group of cp.async copies */
+__device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+/* wait until at most N of this thread's committed groups are still in flight (then __syncthreads
+ * makes every thread's landed copies visible to the CTA) */
+template <int N>
+__device__ __forceinline__ void attn_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* four 8×8 bf16 matrices from shared memory (lane l gives the row address p of matrix l/8, row l%8) */
+__device__ __forceinline__ void attn_ldsm_x4(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_u32(p))
+                 : "memory");
+}
+
+/* the same, each matrix transposed */
+__device__ __forceinline__ void attn_ldsm_x4_t(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_u32(p))
+                 : "memory");
+}
+
+/* Rows row0..row0+ROWS−1 of one head (src: its column 0 at position 0; positions `stride` apart) into
+ * the row-major shared tile dst [ROWS][HS + 8] with cp.async, by NT threads; rows at or past T are
+ * zero-filled (their source address clamped to row 0, not read). */
+template <int HS, int ROWS, int NT>
+__device__ __forceinline__ void attn_async_rows(bf16 *dst, const bf16 *src, size_t stride, int row0, int T) {
+    constexpr int CH = HS / 8, N = ROWS * CH; /* 16-byte chunks */
+#pragma unroll
+    for (int i0 = 0; i0 < N; i0 += NT) {
+        const int i = i0 + (int)threadIdx.x;
+        if (N % NT == 0 || i < N) {
+            const int r = i / CH, c = (i - r * CH) * 8;
+            const bool ok = row0 + r < T;
+            attn_cp_async16(dst + r * (HS + 8) + c, src + (size_t)(ok ? row0 + r : 0) * stride + c, ok);
+        }
+    }
+}
+
+template <int HS>
+struct attn_v2_cfg {
+    static constexpr int SR = HS + 8;                        /* row stride of every tile (bf16) */
+    static constexpr int FWD_NW = 8;                         /* fwd: warps (16 query rows each) */
+    static constexpr int DQ_NW = 8;                          /* dq: warps */
+    static constexpr bool DQ_QREG = HS <= 32;                /* dq: Q, dO fragments kept in registers */
+    static constexpr int KV_NW = 4;                          /* dk/dv: warps (16 keys each) */
+    static constexpr int KV_BQ = HS > 64 ? 32 : 64;          /* dk/dv: query rows per tile (as version 1) */
+    static constexpr bool KV_KREG = HS <= 64;                /* dk/dv: K, V fragments kept in registers */
+    static constexpr size_t TILE = (size_t)64 * SR * sizeof(bf16); /* one 64-row tile */
+    static constexpr size_t SMEM_FWD = (size_t)16 * FWD_NW * SR * sizeof(bf16) + 4 * TILE;
+    static constexpr size_t SMEM_DQ = (size_t)2 * 16 * DQ_NW * SR * sizeof(bf16) + 4 * TILE;
+    static constexpr size_t KV_STAGE = (size_t)2 * KV_BQ * SR * sizeof(bf16) + (size_t)2 * KV_BQ * sizeof(float);
+    static constexpr size_t SMEM_DKDV = (size_t)2 * 16 * KV_NW * SR * sizeof(bf16) + 2 * KV_STAGE;
+    static_assert(HS % 16 == 0 && HS <= 128, "head size");
+    static_assert(KV_STAGE % 16 == 0, "stages stay 16-byte aligned");
+};
+
+/* att, lse. Grid (query tiles of 16·NW rows, largest first; B·NH), block 32·NW. Warp w owns query
+ * rows q0+16w..q0+16w+15 and needs key tiles 0..wlast = (q0+16w)/64 (the diagonal one masked). */
+template <int HS, int NW>
+__global__ void __launch_bounds__(32 * NW, 1)
+    attn_fwd_v2(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                bf16 *__restrict__ att, float *__restrict__ lse, int T, int NH, int NKV, float scale_log2) {
+    constexpr int SR = HS + 8, BM = 16 * NW, NT = 32 * NW, KT = HS / 16;
+    bf16 *sQ = reinterpret_cast<bf16 *>(attn_smem); /* [BM][SR] */
+    bf16 *sKV = sQ + BM * SR;                        /* stage s: K [64][SR] at 2s·64·SR, V after it */
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const bf16 *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+    const int q0 = qt * BM, wr = warp * 16, row0 = q0 + wr + g, row1 = row0 + 8;
+    const int nkt = (min(T, q0 + BM) - 1) / 64 + 1;         /* key tiles the CTA needs */
+    const int wlast = q0 + wr < T ? (q0 + wr) / 64 : -1;    /* this warp's last (diagonal) key tile */
+    const int offA = (lane & 15) * SR + (lane >> 4) * 8;                      /* ldmatrix: A, and Bᵀ */
+    const int offB = ((lane & 7) + ((lane >> 4) << 3)) * SR + ((lane >> 3) & 1) * 8; /* ldmatrix: B */
+
+    attn_async_rows<HS, BM, NT>(sQ, q + (size_t)b * T * qs + h * HS, qs, q0, T);
+    attn_async_rows<HS, 64, NT>(sKV, kb, ks, 0, T);
+    attn_async_rows<HS, 64, NT>(sKV + 64 * SR, vb, ks, 0, T);
+    attn_cp_commit();
+    attn_cp_wait<0>();
+    __syncthreads();
+    uint32_t qa[KT][4]; /* this warp's 16 query rows as A fragments, k-tiles of 16 dims */
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) attn_ldsm_x4(qa[kk], sQ + wr * SR + kk * 16 + offA);
+
+    float o[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; /* per row; l: this lane's columns only */
+    for (int kt = 0; kt < nkt; kt++) {
+        if (kt > 0) {
+            attn_cp_wait<0>(); /* tile kt (this thread's copies) landed */
+            __syncthreads();   /* ... everyone's; and tile kt−1's stage is consumed by every warp */
+        }
+        if (kt + 1 < nkt) {
+            bf16 *nK = sKV + ((kt + 1) & 1) * 2 * 64 * SR;
+            attn_async_rows<HS, 64, NT>(nK, kb, ks, (kt + 1) * 64, T);
+            attn_async_rows<HS, 64, NT>(nK + 64 * SR, vb, ks, (kt + 1) * 64, T);
+            attn_cp_commit();
+        }
+        if (kt > wlast) continue; /* above this warp's diagonal: nothing (warp-uniform) */
+        const bf16 *sK = sKV + (kt & 1) * 2 * 64 * SR, *sV = sK + 64 * SR;
+        const int k0 = kt * 64;
+
+        float s[8][4]; /* S = Q·Kᵀ: 16 rows × 64 keys (8 n-tiles) */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++)
+#pragma unroll
+            for (int np = 0; np < 4; np++) {
+                uint32_t kf[4]; /* B(d, j) = K[j][d], keys 16np..16np+15 */
+                attn_ldsm_x4(kf, sK + np * 16 * SR + kk * 16 + offB);
+                attn_mma(s[2 * np], qa[kk], kf[0], kf[1]);
+                attn_mma(s[2 * np + 1], qa[kk], kf[2], kf[3]);
+            }
+
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+        if (kt == wlast) { /* the diagonal tile: causal mask (also masks the zero keys past T) */
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int row = e < 2 ? row0 : row1, col = k0 + nt * 8 + 2 * tq + (e & 1);
+                    const float x = col <= row ? s[nt][e] * scale_log2 : -INFINITY;
+                    s[nt][e] = x;
+                    if (e < 2) mx0 = fmaxf(mx0, x);
+                    else mx1 = fmaxf(mx1, x);
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float x = s[nt][e] * scale_log2;
+                    s[nt][e] = x;
+                    if (e < 2) mx0 = fmaxf(mx0, x);
+                    else mx1 = fmaxf(mx1, x);
+                }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); /* the 4 lanes of a row: tq = 0..3 */
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float mb0 = mn0 == -INFINITY ? 0.f : mn0, mb1 = mn1 == -INFINITY ? 0.f : mn1;
+        const float corr0 = exp2f(m0 - mb0), corr1 = exp2f(m1 - mb1);
+        m0 = mn0, m1 = mn1;
+        l0 *= corr0, l1 *= corr1;
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) o[nd][0] *= corr0, o[nd][1] *= corr0, o[nd][2] *= corr1, o[nd][3] *= corr1;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            s[nt][0] = exp2f(s[nt][0] - mb0), s[nt][1] = exp2f(s[nt][1] - mb0);
+            s[nt][2] = exp2f(s[nt][2] - mb1), s[nt][3] = exp2f(s[nt][3] - mb1);
+            l0 += s[nt][0] + s[nt][1], l1 += s[nt][2] + s[nt][3];
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { /* O += P·V, keys 16kk..16kk+15 */
+            uint32_t pa[4];
+            attn_c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int dp = 0; dp < HS / 16; dp++) {
+                uint32_t vf[4]; /* B(j, d) = V[j][d], dims 16dp..16dp+15 (.trans) */
+                attn_ldsm_x4_t(vf, sV + kk * 16 * SR + dp * 16 + offA);
+                attn_mma(o[2 * dp], pa, vf[0], vf[1]);
+                attn_mma(o[2 * dp + 1], pa, vf[2], vf[3]);
+            }
+        }
+    }
+
+    if (wlast < 0) return; /* all rows past T */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+    bf16 *ob = att + (size_t)b * T * qs + h * HS + 2 * tq;
+    if (row0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row0 * qs + nd * 8) =
+                attn_pack_bf16(o[nd][0] * inv0, o[nd][1] * inv0);
+        if (tq == 0) lse[(size_t)bh * T + row0] = (m0 + log2f(l0)) * ATTN_LN2;
+    }
+    if (row1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row1 * qs + nd * 8) =
+                attn_pack_bf16(o[nd][2] * inv1, o[nd][3] * inv1);
+        if (tq == 0) lse[(size_t)bh * T + row1] = (m1 + log2f(l1)) * ATTN_LN2;
+    }
+}
+
+/* dq. Grid (query tiles of 16·NW rows, largest first; B·NH), block 32·NW. QREG: this warp's Q and dO
+ * fragments stay in registers (else they are re-read from shared memory for every key tile). */
+template <int HS, int NW, bool QREG>
+__global__ void __launch_bounds__(32 * NW, 1)
+    attn_dq_v2(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+               const bf16 *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+               bf16 *__restrict__ dq, int T, int NH, int NKV, float scale_log2, float scale) {
+    constexpr int SR = HS + 8, BM = 16 * NW, NT = 32 * NW, KT = HS / 16;
+    bf16 *sQ = reinterpret_cast<bf16 *>(attn_smem); /* [BM][SR] */
+    bf16 *sdO = sQ + BM * SR;                        /* [BM][SR] da */
+    bf16 *sKV = sdO + BM * SR;                       /* stage s: K [64][SR] at 2s·64·SR, V after it */
+    const int qt = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh - b * NH, kh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const size_t qoff = (size_t)b * T * qs + h * HS;
+    const bf16 *kb = k + (size_t)b * T * ks + kh * HS, *vb = v + (size_t)b * T * ks + kh * HS;
+    const int q0 = qt * BM, wr = warp * 16, row0 = q0 + wr + g, row1 = row0 + 8;
+    const int nkt = (min(T, q0 + BM) - 1) / 64 + 1;
+    const int wlast = q0 + wr < T ? (q0 + wr) / 64 : -1;
+    const int offA = (lane & 15) * SR + (lane >> 4) * 8;
+    const int offB = ((lane & 7) + ((lane >> 4) << 3)) * SR + ((lane >> 3) & 1) * 8;
+
+    attn_async_rows<HS, BM, NT>(sQ, q + qoff, qs, q0, T);
+    attn_async_rows<HS, BM, NT>(sdO, da + qoff, qs, q0, T);
+    attn_async_rows<HS, 64, NT>(sKV, kb, ks, 0, T);
+    attn_async_rows<HS, 64, NT>(sKV + 64 * SR, vb, ks, 0, T);
+    attn_cp_commit();
+    const float lse0 = row0 < T ? lse[(size_t)bh * T + row0] * ATTN_LOG2E : 0.f;
+    const float lse1 = row1 < T ? lse[(size_t)bh * T + row1] * ATTN_LOG2E : 0.f;
+    const float dl0 = row0 < T ? delta[(size_t)bh * T + row0] : 0.f;
+    const float dl1 = row1 < T ? delta[(size_t)bh * T + row1] : 0.f;
+    attn_cp_wait<0>();
+    __syncthreads();
+    [[maybe_unused]] uint32_t qa[QREG ? KT : 1][4], oa[QREG ? KT : 1][4];
+    if constexpr (QREG) {
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            attn_ldsm_x4(qa[kk], sQ + wr * SR + kk * 16 + offA);
+            attn_ldsm_x4(oa[kk], sdO + wr * SR + kk * 16 + offA);
+        }
+    }
+
+    float acc[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.f;
+    for (int kt = 0; kt < nkt; kt++) {
+        if (kt > 0) {
+            attn_cp_wait<0>();
+            __syncthreads();
+        }
+        if (kt + 1 < nkt) {
+            bf16 *nK = sKV + ((kt + 1) & 1) * 2 * 64 * SR;
+            attn_async_rows<HS, 64, NT>(nK, kb, ks, (kt + 1) * 64, T);
+            attn_async_rows<HS, 64, NT>(nK + 64 * SR, vb, ks, (kt + 1) * 64, T);
+            attn_cp_commit();
+        }
+        if (kt > wlast) continue;
+        const bf16 *sK = sKV + (kt & 1) * 2 * 64 * SR, *sV = sK + 64 * SR;
+        const int k0 = kt * 64;
+
+        float s[8][4], dp[8][4]; /* S = Q·Kᵀ, dP = dO·Vᵀ: 16 rows × 64 keys */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = 0.f, dp[nt][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            uint32_t qf[4], of[4];
+            if constexpr (QREG) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) qf[i] = qa[kk][i], of[i] = oa[kk][i];
+            } else {
+                attn_ldsm_x4(qf, sQ + wr * SR + kk * 16 + offA);
+                attn_ldsm_x4(of, sdO + wr * SR + kk * 16 + offA);
+            }
+#pragma unroll
+            for (int np = 0; np < 4; np++) {
+                uint32_t f[4];
+                attn_ldsm_x4(f, sK + np * 16 * SR + kk * 16 + offB); /* B(d, j) = K[j][d] */
+                attn_mma(s[2 * np], qf, f[0], f[1]);
+                attn_mma(s[2 * np + 1], qf, f[2], f[3]);
+                attn_ldsm_x4(f, sV + np * 16 * SR + kk * 16 + offB); /* B(d, j) = V[j][d] */
+                attn_mma(dp[2 * np], of, f[0], f[1]);
+                attn_mma(dp[2 * np + 1], of, f[2], f[3]);
+            }
+        }
+        if (kt == wlast) { /* s ← dS = P (dP − Δ)/√HS, causal on the diagonal tile */
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int row = e < 2 ? row0 : row1, col = k0 + nt * 8 + 2 * tq + (e & 1);
+                    const float pj = col <= row ? exp2f(s[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+                    s[nt][e] = pj * (dp[nt][e] - (e < 2 ? dl0 : dl1)) * scale;
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float pj = exp2f(s[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1));
+                    s[nt][e] = pj * (dp[nt][e] - (e < 2 ? dl0 : dl1)) * scale;
+                }
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { /* dQ += dS·K, keys 16kk..16kk+15 */
+            uint32_t a[4];
+            attn_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int dp2 = 0; dp2 < HS / 16; dp2++) {
+                uint32_t f[4]; /* B(j, d) = K[j][d] (.trans) */
+                attn_ldsm_x4_t(f, sK + kk * 16 * SR + dp2 * 16 + offA);
+                attn_mma(acc[2 * dp2], a, f[0], f[1]);
+                attn_mma(acc[2 * dp2 + 1], a, f[2], f[3]);
+            }
+        }
+    }
+
+    bf16 *ob = dq + qoff + 2 * tq;
+    if (row0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row0 * qs + nd * 8) = attn_pack_bf16(acc[nd][0], acc[nd][1]);
+    }
+    if (row1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++)
+            *reinterpret_cast<uint32_t *>(ob + (size_t)row1 * qs + nd * 8) = attn_pack_bf16(acc[nd][2], acc[nd][3]);
+    }
+}
+
+/* Pᵀ and dSᵀ of one dk/dv step in place of Sᵀ, dPᵀ (C fragments: rows = keys key0 / key1, columns =
+ * the BQ queries t0 + tl); MASK: the causal (t ≥ key) and t < T masks (else every pair is live). */
+template <int BQ, bool MASK>
+__device__ __forceinline__ void attn_dkdv_p_ds(float (&st)[BQ / 8][4], float (&dpt)[BQ / 8][4], const float *sL,
+                                               const float *sD, int t0, int key0, int key1, int T, int tq,
+                                               float scale_log2, float scale) {
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; nt++)
+#pragma unroll
+        for (int e2 = 0; e2 < 2; e2++) {
+            const int tl = nt * 8 + 2 * tq + e2, t = t0 + tl;
+            const float L = __fmul_rn(sL[tl], ATTN_LOG2E), D = sD[tl];
+#pragma unroll
+            for (int hi = 0; hi < 2; hi++) {
+                const int e = 2 * hi + e2, key = hi ? key1 : key0;
+                const float pj = !MASK || (t >= key && t < T) ? exp2f(st[nt][e] * scale_log2 - L) : 0.f;
+                st[nt][e] = pj;
+                dpt[nt][e] = pj * (dpt[nt][e] - D) * scale;
+            }
+        }
+}
+
+/* dk, dv. Grid (key tiles of 16·NW keys, largest work first; B·NKV), block 32·NW. Warp w owns keys
+ * k0+16w..k0+16w+15 and, for each query head of the group in order and each BQ-row query tile
+ * t0 = k0, k0+BQ, .. in order (all (head, tile) steps in one double-buffered sequence), computes
+ * Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, then dV += Pᵀ·dO, dK += dSᵀ·Q. KREG: K, V fragments in registers. */
+template <int HS, int NW, int BQ, bool KREG>
+__global__ void __launch_bounds__(32 * NW, 1)
+    attn_dkdv_v2(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                 const bf16 *__restrict__ da, const float *__restrict__ lse, const float *__restrict__ delta,
+                 bf16 *__restrict__ dk, bf16 *__restrict__ dv, int T, int NH, int NKV, float scale_log2, float scale) {
+    constexpr int SR = HS + 8, BN = 16 * NW, NT = 32 * NW, KT = HS / 16;
+    constexpr int STAGE = 2 * BQ * SR + 4 * BQ; /* bf16 units: Q, dO tiles, then lse, Δ (fp32) */
+    bf16 *sK = reinterpret_cast<bf16 *>(attn_smem); /* [BN][SR] */
+    bf16 *sV = sK + BN * SR;                         /* [BN][SR] */
+    bf16 *sSt = sV + BN * SR;                        /* 2 stages */
+    const int bk = blockIdx.y, b = bk / NKV, kh = bk - b * NKV, grp = NH / NKV;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const size_t qs = (size_t)NH * HS, ks = (size_t)NKV * HS;
+    const size_t koff = (size_t)b * T * ks + kh * HS;
+    const int k0 = blockIdx.x * BN, wr = warp * 16, kw = k0 + wr, key0 = kw + g, key1 = key0 + 8;
+    const int nq = (T - k0 + BQ - 1) / BQ, nit = grp * nq; /* query tiles per head; steps */
+    const int offA = (lane & 15) * SR + (lane >> 4) * 8;
+    const int offB = ((lane & 7) + ((lane >> 4) << 3)) * SR + ((lane >> 3) & 1) * 8;
+
+    /* step it: head kh·grp + it/nq, query tile t0 = k0 + (it mod nq)·BQ → stage it & 1 */
+    auto issue = [&](int it) {
+        const int hi = it / nq, t0 = k0 + (it - hi * nq) * BQ, h = kh * grp + hi;
+        bf16 *st = sSt + (it & 1) * STAGE;
+        const size_t qoff = (size_t)b * T * qs + h * HS;
+        attn_async_rows<HS, BQ, NT>(st, q + qoff, qs, t0, T);
+        attn_async_rows<HS, BQ, NT>(st + BQ * SR, da + qoff, qs, t0, T);
+        float *sl = reinterpret_cast<float *>(st + 2 * BQ * SR);
+        const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = delta + ((size_t)b * NH + h) * T;
+#pragma unroll
+        for (int i0 = 0; i0 < 2 * BQ; i0 += NT) {
+            const int i = i0 + (int)threadIdx.x;
+            if ((2 * BQ) % NT == 0 || i < 2 * BQ) {
+                const int j = i < BQ ? i : i - BQ, t = t0 + j;
+                const bool ok = t < T;
+                attn_cp_async4(sl + i, (i < BQ ? lrow : drow) + (ok ? t : 0), ok);
+            }
+        }
+    };
+
+    attn_async_rows<HS, BN, NT>(sK, k + koff, ks, k0, T);
+    attn_async_rows<HS, BN, NT>(sV, v + koff, ks, k0, T);
+    issue(0);
+    attn_cp_commit();
+    attn_cp_wait<0>();
+    __syncthreads();
+    [[maybe_unused]] uint32_t ka[KREG ? KT : 1][4], va[KREG ? KT : 1][4];
+    if constexpr (KREG) {
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            attn_ldsm_x4(ka[kk], sK + wr * SR + kk * 16 + offA);
+            attn_ldsm_x4(va[kk], sV + wr * SR + kk * 16 + offA);
+        }
+    }
+    float dka[HS / 8][4], dva[HS / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HS / 8; nd++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[nd][e] = 0.f, dva[nd][e] = 0.f;
+
+    const bool wlive = kw < T; /* this warp has keys below T */
+    for (int it = 0; it < nit; it++) {
+        if (it > 0) {
+            attn_cp_wait<0>();
+            __syncthreads();
+        }
+        if (it + 1 < nit) {
+            issue(it + 1);
+            attn_cp_commit();
+        }
+        const int hi = it / nq, t0 = k0 + (it - hi * nq) * BQ;
+        if (!wlive || t0 + BQ - 1 < kw) continue; /* every query of the tile before every key of the warp */
+        const bf16 *sQ = sSt + (it & 1) * STAGE, *sdO = sQ + BQ * SR;
+        const float *sL = reinterpret_cast<const float *>(sdO + BQ * SR), *sD = sL + BQ;
+
+        float st[BQ / 8][4], dpt[BQ / 8][4]; /* Sᵀ, dPᵀ: 16 keys × BQ queries */
+#pragma unroll
+        for (int nt = 0; nt < BQ / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[nt][e] = 0.f, dpt[nt][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            uint32_t kf[4], vf[4];
+            if constexpr (KREG) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) kf[i] = ka[kk][i], vf[i] = va[kk][i];
+            } else {
+                attn_ldsm_x4(kf, sK + wr * SR + kk * 16 + offA);
+                attn_ldsm_x4(vf, sV + wr * SR + kk * 16 + offA);
+            }
+#pragma unroll
+            for (int np = 0; np < BQ / 16; np++) {
+                uint32_t f[4];
+                attn_ldsm_x4(f, sQ + np * 16 * SR + kk * 16 + offB); /* B(d, t) = Q[t][d] */
+                attn_mma(st[2 * np], kf, f[0], f[1]);
+                attn_mma(st[2 * np + 1], kf, f[2], f[3]);
+                attn_ldsm_x4(f, sdO + np * 16 * SR + kk * 16 + offB); /* B(d, t) = dO[t][d] */
+                attn_mma(dpt[2 * np], vf, f[0], f[1]);
+                attn_mma(dpt[2 * np + 1], vf, f[2], f[3]);
+            }
+        }
+        if (t0 < kw + 16 || t0 + BQ > T) /* the diagonal tile, or the one holding T */
+            attn_dkdv_p_ds<BQ, true>(st, dpt, sL, sD, t0, key0, key1, T, tq, scale_log2, scale);
+        else
+            attn_dkdv_p_ds<BQ, false>(st, dpt, sL, sD, t0, key0, key1, T, tq, scale_log2, scale);
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++) { /* queries t0+16kk..t0+16kk+15 */
+            uint32_t pa[4], sa[4];
+            attn_c_to_a(pa, st[2 * kk], st[2 * kk + 1]);
+            attn_c_to_a(sa, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+            for (int dp2 = 0; dp2 < HS / 16; dp2++) {
+                uint32_t f[4];
+                attn_ldsm_x4_t(f, sdO + kk * 16 * SR + dp2 * 16 + offA); /* B(t, d) = dO[t][d] (.trans) */
+                attn_mma(dva[2 * dp2], pa, f[0], f[1]);
+                attn_mma(dva[2 * dp2 + 1], pa, f[2], f[3]);
+                attn_ldsm_x4_t(f, sQ + kk * 16 * SR + dp2 * 16 + offA); /* B(t, d) = Q[t][d] (.trans) */
+                attn_mma(dka[2 * dp2], sa, f[0], f[1]);
+                attn_mma(dka[2 * dp2 + 1], sa, f[2], f[3]);
+            }
+        }
+    }
+
+    bf16 *dkb = dk + koff + 2 * tq, *dvb = dv + koff + 2 * tq;
+    if (key0 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) {
+            *reinterpret_cast<uint32_t *>(dkb + (size_t)key0 * ks + nd * 8) = attn_pack_bf16(dka[nd][0], dka[nd][1]);
+            *reinterpret_cast<uint32_t *>(dvb + (size_t)key0 * ks + nd * 8) = attn_pack_bf16(dva[nd][0], dva[nd][1]);
+        }
+    }
+    if (key1 < T) {
+#pragma unroll
+        for (int nd = 0; nd < HS / 8; nd++) {
+            *reinterpret_cast<uint32_t *>(dkb + (size_t)key1 * ks + nd * 8) = attn_pack_bf16(dka[nd][2], dka[nd][3]);
+            *reinterpret_cast<uint32_t *>(dvb + (size_t)key1 * ks + nd * 8) = attn_pack_bf16(dva[nd][2], dva[nd][3]);
+        }
+    }
+}
+
 /* ---- host: dispatch --------------------------------------------------------------------------- */
 
-/* FABLE_CUDA_ATTN=simple: the CUDA-core kernels for bf16 too (read once). */
-static bool attn_simple_only(void) {
-    static const bool simple = [] {
+/* FABLE_CUDA_ATTN (read once): unset or "v2": the version-2 tensor-core kernels; "v1": the version-1
+ * tensor-core kernels; "simple": the CUDA-core kernels for bf16 too. */
+enum { ATTN_V2 = 0, ATTN_V1, ATTN_SIMPLE };
+static int attn_mode(void) {
+    static const int mode = [] {
         const char *e = getenv("FABLE_CUDA_ATTN");
-        return e && strcmp(e, "simple") == 0;
+        if (!e || !*e || strcmp(e, "v2") == 0) return (int)ATTN_V2;
+        if (strcmp(e, "v1") == 0) return (int)ATTN_V1;
+        if (strcmp(e, "simple") == 0) return (int)ATTN_SIMPLE;
+        fprintf(stderr, "fable cuda: FABLE_CUDA_ATTN=%s is not one of v2, v1, simple; using v2\n", e);
+        return (int)ATTN_V2;
     }();
-    return simple;
+    return mode;
 }
 
 static bool attn_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
@@ -745,10 +1292,10 @@ static void attn_set_smem(K kernel, size_t bytes) {
 }
 
 /* Whether the tensor-core kernels take this call: bf16, a head size they have, 16-byte aligned
- * buffers (their vector loads), and not FABLE_CUDA_ATTN=simple. */
+ * buffers (their vector loads and cp.async), and not FABLE_CUDA_ATTN=simple. */
 template <typename A>
 static bool attn_use_tc(int HS, const void *const *ptrs, int n) {
-    if (!std::is_same<A, bf16>::value || attn_simple_only()) return false;
+    if (!std::is_same<A, bf16>::value || attn_mode() == ATTN_SIMPLE) return false;
     if (HS != 16 && HS != 32 && HS != 48 && HS != 64 && HS != 128) return false;
     for (int i = 0; i < n; i++)
         if (!attn_aligned16(ptrs[i])) return false;
@@ -776,6 +1323,18 @@ static void attn_fwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, co
     const size_t smem = attn_tc_cfg<HS>::SMEM_FWD;
     attn_set_smem(attn_fwd_tc<HS>, smem);
     attn_fwd_tc<HS><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(HS));
+    CU_LAUNCHED();
+}
+
+template <int HS>
+static void attn_fwd_v2_run(cudaStream_t s, const eng_dims *d, const bf16 *q, const bf16 *k, const bf16 *v,
+                            bf16 *att, float *lse) {
+    using C = attn_v2_cfg<HS>;
+    constexpr int NW = C::FWD_NW;
+    const dim3 grid(cdiv(d->T, 16 * NW), d->B * d->NH), threads(32 * NW);
+    const size_t smem = C::SMEM_FWD;
+    attn_set_smem(attn_fwd_v2<HS, NW>, smem);
+    attn_fwd_v2<HS, NW><<<grid, threads, smem, s>>>(q, k, v, att, lse, d->T, d->NH, d->NKV, attn_scale_log2(HS));
     CU_LAUNCHED();
 }
 
@@ -810,6 +1369,24 @@ static void attn_bwd_tc_run(cudaStream_t s, const eng_dims *d, const bf16 *q, co
     attn_set_smem(attn_dkdv_tc<HS>, smk);
     attn_dkdv_tc<HS><<<gk, threads, smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH, d->NKV,
                                               attn_scale_log2(HS), attn_scale(HS));
+    CU_LAUNCHED();
+}
+
+template <int HS>
+static void attn_bwd_v2_run(cudaStream_t s, const eng_dims *d, const bf16 *q, const bf16 *k, const bf16 *v,
+                            const bf16 *da, const float *lse, const float *delta, bf16 *dq, bf16 *dk, bf16 *dv) {
+    using C = attn_v2_cfg<HS>;
+    constexpr int QW = C::DQ_NW, KW = C::KV_NW, BQ = C::KV_BQ;
+    constexpr bool QREG = C::DQ_QREG, KREG = C::KV_KREG;
+    const dim3 gq(cdiv(d->T, 16 * QW), d->B * d->NH), gk(cdiv(d->T, 16 * KW), d->B * d->NKV);
+    const size_t smq = C::SMEM_DQ, smk = C::SMEM_DKDV;
+    attn_set_smem(attn_dq_v2<HS, QW, QREG>, smq);
+    attn_dq_v2<HS, QW, QREG><<<gq, dim3(32 * QW), smq, s>>>(q, k, v, da, lse, delta, dq, d->T, d->NH, d->NKV,
+                                                           attn_scale_log2(HS), attn_scale(HS));
+    CU_LAUNCHED();
+    attn_set_smem(attn_dkdv_v2<HS, KW, BQ, KREG>, smk);
+    attn_dkdv_v2<HS, KW, BQ, KREG><<<gk, dim3(32 * KW), smk, s>>>(q, k, v, da, lse, delta, dk, dv, d->T, d->NH,
+                                                                  d->NKV, attn_scale_log2(HS), attn_scale(HS));
     CU_LAUNCHED();
 }
 
@@ -914,8 +1491,11 @@ void cu_attn_fwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, cons
     if constexpr (std::is_same<A, bf16>::value) {
         if (attn_use_tc<A>(d->HS, ptrs, 4)) {
             switch (d->HS) {
-#define ATTN_CASE(hs) \
-    case hs: attn_fwd_tc_run<hs>(s, d, q, k, v, att, lse); return;
+#define ATTN_CASE(hs)                                                                                          \
+    case hs:                                                                                                   \
+        if (attn_mode() == ATTN_V1) attn_fwd_tc_run<hs>(s, d, q, k, v, att, lse);                              \
+        else attn_fwd_v2_run<hs>(s, d, q, k, v, att, lse);                                                     \
+        return;
                 ATTN_TC_HS(ATTN_CASE)
 #undef ATTN_CASE
             }
@@ -946,8 +1526,11 @@ void cu_attn_bwd(cudaStream_t s, const eng_dims *d, const A *q, const A *k, cons
     if constexpr (std::is_same<A, bf16>::value) {
         if (attn_use_tc<A>(d->HS, ptrs, 7)) {
             switch (d->HS) {
-#define ATTN_CASE(hs) \
-    case hs: attn_bwd_tc_run<hs>(s, d, q, k, v, da, lse, delta, dq, dk, dv); return;
+#define ATTN_CASE(hs)                                                                                          \
+    case hs:                                                                                                   \
+        if (attn_mode() == ATTN_V1) attn_bwd_tc_run<hs>(s, d, q, k, v, da, lse, delta, dq, dk, dv);            \
+        else attn_bwd_v2_run<hs>(s, d, q, k, v, da, lse, delta, dq, dk, dv);                                   \
+        return;
                 ATTN_TC_HS(ATTN_CASE)
 #undef ATTN_CASE
             }

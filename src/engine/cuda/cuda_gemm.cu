@@ -19,8 +19,12 @@
 
 #include "engine/cuda/cuda_internal.cuh"
 
+#define NCAND 8
+
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc, ab, cd, beta0;
+    int tuned, ncand;
+    cublasLtMatmulHeuristicResult_t cand[NCAND];
     int align[4];  /* byte alignment of A, B, C, D (≤ 256): algorithms are chosen for it */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
@@ -82,9 +86,9 @@ static plan *find_plan(cu_state *st, int ta, int tb, int M, int N, int K, int ld
         uint32_t v = (uint32_t)align[i];
         LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, al[i], &v, sizeof v));
     }
-    cublasLtMatmulHeuristicResult_t h[4];
+    cublasLtMatmulHeuristicResult_t h[NCAND];
     int got = 0;
-    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(st->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 4, h, &got));
+    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(st->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, NCAND, h, &got));
     cublasLtMatmulPreferenceDestroy(pref);
     if (got <= 0) {
         char why[200];
@@ -93,7 +97,52 @@ static plan *find_plan(cu_state *st, int ta, int tb, int M, int N, int K, int ld
         cu_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", why);
     }
     p->algo = h[0].algo;
+    p->ncand = got;
+    memcpy(p->cand, h, got * sizeof h[0]);
     return p;
+}
+
+/* By default each product runs the heuristic's first algorithm: the same in every process, so
+ * a resumed run is bit-exact. FABLE_CUDA_GEMM_TUNE=1 (a measurement aid) instead times the
+ * candidates on a product's first call (one warm-up, the best of three runs each) and keeps the
+ * fastest, which may differ from process to process. It tunes only where re-running cannot
+ * change the result: beta = 0 (D is overwritten anyway) or C ≠ D (the residual adds). */
+static int tune_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("FABLE_CUDA_GEMM_TUNE");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
+
+static void tune(cu_state *st, plan *p, cudaStream_t s, void *ws, const void *A, const void *B, const void *C, void *D,
+                 float alpha, float beta) {
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    float best = 1e30f;
+    int besti = 0;
+    for (int i = 0; i < p->ncand; i++) {
+        if (cublasLtMatmul(st->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, D, p->lc, &p->cand[i].algo, ws,
+                           st->ws_bytes, s) != CUBLAS_STATUS_SUCCESS)
+            continue;
+        float t = 1e30f;
+        for (int r = 0; r < 3; r++) {
+            CU_CHECK(cudaEventRecord(e0, s));
+            LT_CHECK(cublasLtMatmul(st->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, D, p->lc,
+                                    &p->cand[i].algo, ws, st->ws_bytes, s));
+            CU_CHECK(cudaEventRecord(e1, s));
+            CU_CHECK(cudaEventSynchronize(e1));
+            float ms;
+            CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            t = ms < t ? ms : t;
+        }
+        if (t < best) best = t, besti = i;
+    }
+    p->algo = p->cand[besti].algo;
+    CU_CHECK(cudaEventDestroy(e0));
+    CU_CHECK(cudaEventDestroy(e1));
 }
 
 void cu_gemm(cu_state *st, cudaStream_t s, void *ws, int ta, int tb, int M, int N, int K, const void *A, int lda,
@@ -103,6 +152,10 @@ void cu_gemm(cu_state *st, cudaStream_t s, void *ws, int ta, int tb, int M, int 
     if (!C) C = D;
     const int align[4] = {align_of(A), align_of(B), align_of(C), align_of(D)};
     plan *p = find_plan(st, ta, tb, M, N, K, lda, ldb, ldc, ab_type, cd_type, beta == 0.0f, align);
+    if (!p->tuned && !st->capturing) {
+        p->tuned = 1;
+        if (tune_enabled() && p->ncand > 1 && (beta == 0.0f || C != D)) tune(st, p, s, ws, A, B, C, D, alpha, beta);
+    }
     LT_CHECK(cublasLtMatmul(st->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, D, p->lc, &p->algo, ws,
                             st->ws_bytes, s));
 }
