@@ -16,7 +16,8 @@
 #   6. greedy sampling on the GPU = run.c's text for stories260K = the cpu engine's
 #   7. fable bench step --engine cuda; 8. PyTorch on the same GPU (bench/torch_gpu.py)
 #   9. the kernels alone, and the step with CUDA graphs, the dW stream or the tensor-core attention off
-# SECTIONS="1 7" runs only some; TORCH_EAGER=0 skips PyTorch eager; TORCH_COMPILE_CFGS="P B T,P B T".
+# SECTIONS="1 7" runs only some; TORCH_EAGER=0 skips PyTorch eager; TORCH_COMPILE_CFGS="P B T,P B T";
+# SWITCHES="FABLE_CUDA_ATTN=v1 ..." the environment switches section 9 compares against the default.
 set -u
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-gpu-out}}
@@ -189,7 +190,7 @@ fi
 if want 9; then
 section "9. where the time goes: kernels alone, and the graph / dW-stream switches [$(elapsed) s]"
 timeout 90 ./fable bench kernels --engine cuda --preset stories110M --batch 32 --seq 1024 --reps 5 2>&1 | tee -a "$S"
-for sw in "FABLE_CUDA_GRAPH=0" "FABLE_CUDA_DW_STREAM=0" "FABLE_CUDA_ATTN=simple"; do
+for sw in ${SWITCHES:-FABLE_CUDA_GRAPH=0 FABLE_CUDA_DW_STREAM=0 FABLE_CUDA_ATTN=simple}; do
   for cfg in "stories110M 1 256" "stories110M 32 1024"; do
     set -- $cfg
     r=$(env $sw timeout 60 ./fable bench step --engine cuda --preset $1 --batch $2 --seq $3 --steps 10 --warmup 3 --json 2>&1 | tail -1)
