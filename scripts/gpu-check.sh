@@ -16,6 +16,7 @@
 #   6. greedy sampling on the GPU = run.c's text for stories260K = the cpu engine's
 #   7. fable bench step --engine cuda; 8. PyTorch on the same GPU (bench/torch_gpu.py)
 #   9. the kernels alone, and the step with CUDA graphs, the dW stream or the tensor-core attention off
+#  10. device time per launch site and per product shape (FABLE_CUDA_PROFILE=1; PROFILE_CFGS)
 # SECTIONS="1 7" runs only some; TORCH_EAGER=0 skips PyTorch eager; TORCH_COMPILE_CFGS="P B T,P B T";
 # SWITCHES="FABLE_CUDA_ATTN=v1 ..." the environment switches section 9 compares against the default.
 set -u
@@ -112,6 +113,9 @@ if want 4; then
 section "4. resume bit-exact on cuda (2N == N + resume + N; SIGKILL + resume) [$(elapsed) s]"
 run resume_cuda_bf16 120 env FABLE_ENGINE=cuda bash tests/cli/train_resume.sh
 run resume_cuda_fp32 120 env FABLE_ENGINE=cuda FABLE_PRECISION=fp32 bash tests/cli/train_resume.sh
+# tuned products: each process must read the choices the first one made (the cache file)
+run resume_cuda_bf16_tuned 120 env FABLE_ENGINE=cuda FABLE_CUDA_GEMM_TUNE=1 FABLE_CUDA_CACHE="$W/gemm-cache" \
+  bash tests/cli/train_resume.sh
 fi
 
 if want 5; then
@@ -190,13 +194,27 @@ fi
 if want 9; then
 section "9. where the time goes: kernels alone, and the graph / dW-stream switches [$(elapsed) s]"
 timeout 90 ./fable bench kernels --engine cuda --preset stories110M --batch 32 --seq 1024 --reps 5 2>&1 | tee -a "$S"
-for sw in ${SWITCHES:-FABLE_CUDA_GRAPH=0 FABLE_CUDA_DW_STREAM=0 FABLE_CUDA_ATTN=simple}; do
+for sw in ${SWITCHES:-FABLE_CUDA_GEMM_TUNE=1 FABLE_CUDA_CLS_LOGITS=fp32 FABLE_CUDA_GRAPH=0 FABLE_CUDA_DW_STREAM=0}; do
   for cfg in "stories110M 1 256" "stories110M 32 1024"; do
     set -- $cfg
     r=$(env $sw timeout 60 ./fable bench step --engine cuda --preset $1 --batch $2 --seq $3 --steps 10 --warmup 3 --json 2>&1 | tail -1)
     say "$sw $cfg: $(echo "$r" | $PY -c 'import json,sys; j=json.loads(sys.stdin.read()); print(f"{j[\"ms_median\"]:.2f} ms, MFU {j[\"mfu_pct\"]:.1f}%")' 2>/dev/null || echo "$r")"
   done
 done
+fi
+
+if want 10; then
+section "10. device time per launch site (FABLE_CUDA_PROFILE=1: one stream, no graphs) [$(elapsed) s]"
+IFS=, read -ra PCFGS <<<"${PROFILE_CFGS:-stories110M 32 1024,stories15M 32 1024}"
+for cfg in "${PCFGS[@]}"; do
+  set -- $cfg
+  say "-- $cfg (5 steps; what came before the second synchronisation dropped):"
+  FABLE_CUDA_PROFILE=1 timeout 90 ./fable bench step --engine cuda --preset $1 --batch $2 --seq $3 --steps 4 --warmup 1 \
+    2>&1 >/dev/null | head -${PROFILE_ROWS:-40} | tee -a "$S"
+done
+say "-- the products again with FABLE_CUDA_GEMM_TUNE=1 (the fastest of cuBLASLt's candidates), stories110M 32 1024:"
+FABLE_CUDA_GEMM_TUNE=1 FABLE_CUDA_PROFILE=1 timeout 90 ./fable bench step --engine cuda --preset stories110M --batch 32 \
+  --seq 1024 --steps 4 --warmup 1 2>&1 >/dev/null | grep -E "gemm|profile" | tee -a "$S"
 fi
 
 rm -rf "$W"

@@ -222,11 +222,9 @@ void cu_dw_end(cu_state *st, const cu_span *writes, int nw, const cu_span *reads
 }
 
 /* ---- bf16 copies of residual gradients ---------------------------------------------------------- */
-const void *cu_dy_act(cu_state *st, const float *dy, size_t n, int make) {
-    if (!st->is_bf16) return dy;
-    if (!make)
-        for (int i = 0; i < CU_DYCOPIES; i++)
-            if (st->dy_src[i] == dy) return st->dy_copy[i];
+/* a ring slot (the oldest) for a bf16 copy of dy; the main stream first waits for side work
+ * still reading what the slot held */
+static int dy_slot(cu_state *st, const float *dy, size_t n) {
     if (n > st->dy_cap) {
         if (st->capturing) cu_fatal(__FILE__, __LINE__, "cu_dy_act", "gradient copies grow while a step is recorded");
         graphs_drop(st);
@@ -236,6 +234,7 @@ const void *cu_dy_act(cu_state *st, const float *dy, size_t n, int make) {
             if (cudaMalloc(&st->dy_copy[i], n * sizeof(bf16)) != cudaSuccess)
                 fb_die("out of GPU memory for gradient copies (%.1f MB)", n * 2 / 1e6);
             st->dy_src[i] = NULL;
+            st->dy_fresh[i] = 0;
         }
         st->dy_cap = n;
         st->npend = 0; /* after the device sync nothing is pending */
@@ -244,8 +243,28 @@ const void *cu_dy_act(cu_state *st, const float *dy, size_t n, int make) {
     st->dy_next = (st->dy_next + 1) % CU_DYCOPIES;
     cu_span w = {st->dy_copy[i], n * sizeof(bf16)};
     cu_main_hazard(st, &w, 1, NULL, 0);
-    cu_to_bf16(st->main, n, dy, st->dy_copy[i]);
+    for (int j = 0; j < CU_DYCOPIES; j++) /* an older copy of the same buffer is stale now */
+        if (st->dy_src[j] == dy) st->dy_src[j] = NULL, st->dy_fresh[j] = 0;
     st->dy_src[i] = dy;
+    return i;
+}
+
+const void *cu_dy_act(cu_state *st, const float *dy, size_t n, int make) {
+    if (!st->is_bf16) return dy;
+    for (int i = 0; i < CU_DYCOPIES; i++)
+        if (st->dy_src[i] == dy && (!make || st->dy_fresh[i])) {
+            st->dy_fresh[i] = 0;
+            return st->dy_copy[i];
+        }
+    const int i = dy_slot(st, dy, n);
+    cu_to_bf16(st->main, n, dy, st->dy_copy[i]);
+    return st->dy_copy[i];
+}
+
+bf16 *cu_dy_fill(cu_state *st, const float *dy, size_t n) {
+    if (!st->is_bf16) return NULL;
+    const int i = dy_slot(st, dy, n);
+    st->dy_fresh[i] = 1;
     return st->dy_copy[i];
 }
 
@@ -369,6 +388,7 @@ static void cu_sync(eng *e) {
     CU_CHECK(cudaStreamSynchronize(st->main));
     CU_CHECK(cudaStreamSynchronize(st->side));
     CU_CHECK(cudaGetLastError());
+    cu_prof_flush(1);
     if (st->ev_used > 200000) clear_timers(st); /* nobody reads the timers: do not grow forever */
 }
 
@@ -516,6 +536,7 @@ static double cu_peak(eng *e) {
 static void cu_destroy(eng *e) {
     cu_state *st = cu_st(e);
     cudaDeviceSynchronize();
+    cu_prof_report();
     for (int i = 0; i < st->ngraph; i++) graph_free(&st->graph[i]);
     for (int i = 0; i < CU_SCR_COUNT; i++)
         if (st->scratch[i]) cudaFree(st->scratch[i]);
@@ -584,6 +605,7 @@ static eng *cu_create(const eng_opts *o) {
     st->use_graphs = !(gs && !strcmp(gs, "0"));
     CU_CHECK(cudaStreamCreateWithFlags(&st->main, cudaStreamNonBlocking));
     CU_CHECK(cudaStreamCreateWithFlags(&st->side, cudaStreamNonBlocking));
+    if (cu_prof_start(st->main)) st->dw_side = 0, st->use_graphs = 0; /* one stream, in order */
     LT_CHECK(cublasLtCreate(&st->lt));
     st->ws_bytes = (size_t)32 << 20;
     CU_CHECK(cudaMalloc(&st->ws_main, st->ws_bytes));

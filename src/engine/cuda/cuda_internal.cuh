@@ -31,13 +31,26 @@
         cudaError_t err_ = (call);                                                              \
         if (err_ != cudaSuccess) cu_fatal(__FILE__, __LINE__, #call, cudaGetErrorString(err_));  \
     } while (0)
-#define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
+#define CU_LAUNCHED()                                      \
+    do {                                                   \
+        CU_CHECK(cudaGetLastError());                      \
+        if (cu_prof_on) cu_prof_launch(__func__, __LINE__); \
+    } while (0)
 #define LT_CHECK(call)                                                                          \
     do {                                                                                        \
         cublasStatus_t st_ = (call);                                                            \
         if (st_ != CUBLAS_STATUS_SUCCESS) cu_fatal(__FILE__, __LINE__, #call, cublasLtGetStatusString(st_)); \
     } while (0)
 extern "C" void cu_fatal(const char *file, int line, const char *what, const char *why) __attribute__((noreturn));
+
+/* FABLE_CUDA_PROFILE=1 (cuda_profile.cu): an event after every launch and product, a table
+ * of device time per launch site at the engine's end. Forces one stream and no graphs. */
+extern int cu_prof_on;
+int cu_prof_start(cudaStream_t s);
+void cu_prof_launch(const char *fn, int line);
+void cu_prof_mark(const void *key, int line, const char *name, double flops);
+void cu_prof_flush(int end_epoch);
+void cu_prof_report(void);
 
 typedef __nv_bfloat16 bf16;
 
@@ -138,6 +151,7 @@ typedef struct {
     /* bf16 copies of residual gradients dy (ring), keyed by the fp32 source */
     const float *dy_src[CU_DYCOPIES];
     bf16 *dy_copy[CU_DYCOPIES];
+    int dy_fresh[CU_DYCOPIES];       /* filled by the producer of dy, not yet used by make = 1 */
     size_t dy_cap;
     int dy_next;
     float *host_tmp;                 /* pinned staging for act conversions */
@@ -168,6 +182,9 @@ void cu_dw_end(cu_state *st, const cu_span *writes, int nw, const cu_span *reads
 /* The act-typed view of a residual gradient dy [n] for matmuls: dy itself in fp32 mode; in
  * bf16 mode a bf16 copy made by the first caller after dy changed (make = 1 converts). */
 const void *cu_dy_act(cu_state *st, const float *dy, size_t n, int make);
+/* For the kernel about to write residual gradient dy [n]: the bf16 copy it should write beside
+ * it (then the first cu_dy_act(make = 1) uses it instead of converting), or NULL in fp32 mode. */
+bf16 *cu_dy_fill(cu_state *st, const float *dy, size_t n);
 
 /* ---- matrix products (cuda_gemm.cu) -------------------------------------------------------
  * Row-major C[M,N] (D) = alpha·op(A)·op(B) + beta·C, op(A) [M,K], op(B) [K,N]; ta/tb: the
@@ -180,12 +197,13 @@ void cu_gemm(cu_state *st, cudaStream_t s, void *ws, int ta, int tb, int M, int 
 
 /* ---- element-wise and reduction kernels (cuda_kernels.cu) ---- */
 template <typename A> void cu_rmsnorm_fwd(cudaStream_t s, int N, int D, const float *x, const float *w, A *out, float *rstd);
-/* dx = base + rstd·(g⊙w − x̂·mean(g⊙w⊙x̂)) (base may be NULL); dw (+)= Σ_n g⊙x̂ (scratch: partials) */
+/* dx = base + rstd·(g⊙w − x̂·mean(g⊙w⊙x̂)) (base may be NULL); dw (+)= Σ_n g⊙x̂ (scratch: partials);
+ * dx16: also a bf16 copy of dx (cu_dy_fill), or NULL */
 void cu_rmsnorm_bwd(cu_state *st, cudaStream_t s, int N, int D, const float *x, const float *w, const float *rstd,
-                    const float *g, const float *base, float *dx, float *dw, int acc);
+                    const float *g, const float *base, float *dx, bf16 *dx16, float *dw, int acc);
 template <typename A> void cu_rope(cudaStream_t s, A *x, int N, int T, int heads, int HS, const float *rope, int inverse);
 template <typename A> void cu_swiglu_fwd(cudaStream_t s, size_t n, const A *h1, const A *h3, A *gate);
-template <typename A> void cu_swiglu_bwd(cudaStream_t s, size_t n, const float *dgate, const A *h1, const A *h3, A *dh1, A *dh3);
+template <typename A> void cu_swiglu_bwd(cudaStream_t s, size_t n, const A *dgate, const A *h1, const A *h3, A *dh1, A *dh3);
 void cu_to_bf16(cudaStream_t s, size_t n, const float *src, bf16 *dst);
 void cu_to_f32(cudaStream_t s, size_t n, const bf16 *src, float *dst);
 void cu_embed_fwd(cudaStream_t s, int N, int D, float *x, const float *emb, const int32_t *tok);
@@ -195,9 +213,9 @@ void cu_sumsq(cu_state *st, cudaStream_t s, const float *g, size_t n, double *ou
 void cu_sum(cudaStream_t s, const float *x, int n, double *out);
 void cu_adamw(cudaStream_t s, float *p, bf16 *mirror, const float *g, float *m, float *v, size_t n,
               const eng_adamw_args *a, const double *gsumsq);
-/* per row of logits [R, V] (fp32): loss = lse − l[target] (0 for target < 0); with dl != NULL
- * also dl = scale·(softmax − onehot) in act type A */
-template <typename A> void cu_softmax_xent(cudaStream_t s, int R, int V, const float *logits, const int32_t *tgt,
-                                           float scale, float *loss, A *dl);
+/* per row of logits [R, V] (fp32 or bf16): loss = lse − l[target] (0 for target < 0); with dl
+ * != NULL also dl = scale·(softmax − onehot) in act type A; dl may be the logits (in place) */
+template <typename L, typename A> void cu_softmax_xent(cudaStream_t s, int R, int V, const L *logits,
+                                                       const int32_t *tgt, float scale, float *loss, A *dl);
 
 #endif

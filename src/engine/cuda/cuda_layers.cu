@@ -9,6 +9,9 @@
 #include "engine/cuda/cuda_internal.cuh"
 #include "engine/cuda/cuda_layers.cuh"
 
+#include <stdlib.h>
+#include <string.h>
+
 extern "C" {
 #include "fable/util.h"
 }
@@ -85,7 +88,8 @@ static void qkv_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_a
     cu_gemm(st, s, st->ws_main, 0, 0, N, D, D, g->dq, D, W<A>(st, w->wq), D, ab, NULL, g->dxn, D, CU_F32, 1, 0);
     cu_gemm(st, s, st->ws_main, 0, 0, N, D, KVD, g->dk, KVD, W<A>(st, w->wk), D, ab, g->dxn, g->dxn, D, CU_F32, 1, 1);
     cu_gemm(st, s, st->ws_main, 0, 0, N, D, KVD, g->dv, KVD, W<A>(st, w->wv), D, ab, g->dxn, g->dxn, D, CU_F32, 1, 1);
-    cu_rmsnorm_bwd(st, s, N, D, t->x, w->rms_att, t->rstd, g->dxn, dy, dx, grad->rms_att, acc);
+    cu_rmsnorm_bwd(st, s, N, D, t->x, w->rms_att, t->rstd, g->dxn, dy, dx, cu_dy_fill(st, dx, (size_t)N * D),
+                   grad->rms_att, acc);
 }
 
 /* dWo (+)= dyᵀ·att; dWq (+)= dqᵀ·xn; dWk (+)= dkᵀ·xn; dWv (+)= dvᵀ·xn (side stream) */
@@ -129,7 +133,7 @@ static void ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_tap
     cu_gemm(st, s, st->ws_main, 0, 1, N, D, F, gate, F, W<A>(st, w->w2), F, ab, t->x, x_out, D, CU_F32, 1, 1);
 }
 
-/* dgate = dy·W2 (fp32); dh1, dh3 (SwiGLU backward); dxn = dh1·W1 + dh3·W3; RMSNorm backward */
+/* dgate = dy·W2; dh1, dh3 (SwiGLU backward); dxn = dh1·W1 + dh3·W3; RMSNorm backward */
 template <typename A>
 static void ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *t, const float *dy,
                     eng_ffn_grads *g, float *dx, model_layer *grad, int acc) {
@@ -143,11 +147,13 @@ static void ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_f
     cu_main_hazard(st, wr, 6, NULL, 0);
     cudaStream_t s = st->main;
     A *dh1 = (A *)g->dh1, *dh3 = (A *)g->dh3;
-    cu_gemm(st, s, st->ws_main, 0, 0, N, F, D, dya, D, W<A>(st, w->w2), F, ab, NULL, g->dgate, F, CU_F32, 1, 0);
-    cu_swiglu_bwd<A>(s, (size_t)N * F, g->dgate, (const A *)t->h1, (const A *)t->h3, dh1, dh3);
+    A *dgate = (A *)g->dgate; /* act type: in bf16 mode the product's bf16 output */
+    cu_gemm(st, s, st->ws_main, 0, 0, N, F, D, dya, D, W<A>(st, w->w2), F, ab, NULL, dgate, F, ab, 1, 0);
+    cu_swiglu_bwd<A>(s, (size_t)N * F, dgate, (const A *)t->h1, (const A *)t->h3, dh1, dh3);
     cu_gemm(st, s, st->ws_main, 0, 0, N, D, F, dh1, F, W<A>(st, w->w1), D, ab, NULL, g->dxn, D, CU_F32, 1, 0);
     cu_gemm(st, s, st->ws_main, 0, 0, N, D, F, dh3, F, W<A>(st, w->w3), D, ab, g->dxn, g->dxn, D, CU_F32, 1, 1);
-    cu_rmsnorm_bwd(st, s, N, D, t->x, w->rms_ffn, t->rstd, g->dxn, dy, dx, grad->rms_ffn, acc);
+    cu_rmsnorm_bwd(st, s, N, D, t->x, w->rms_ffn, t->rstd, g->dxn, dy, dx, cu_dy_fill(st, dx, (size_t)N * D),
+                   grad->rms_ffn, acc);
 }
 
 /* dW2 (+)= dyᵀ·gate; dW1 (+)= dh1ᵀ·xn; dW3 (+)= dh3ᵀ·xn (side stream) */
@@ -184,7 +190,7 @@ static void rmsnorm_bwd(eng *e, int N, int D, const float *x, const float *w, co
     cu_state *st = cu_st(e);
     cu_span wr[] = {SPAN(dx, (size_t)N * D * 4), SPAN(dw, D * 4)};
     cu_main_hazard(st, wr, 2, NULL, 0);
-    cu_rmsnorm_bwd(st, st->main, N, D, x, w, rstd, dout, NULL, dx, dw, acc);
+    cu_rmsnorm_bwd(st, st->main, N, D, x, w, rstd, dout, NULL, dx, cu_dy_fill(st, dx, (size_t)N * D), dw, acc);
 }
 
 /* ---- embedding ----------------------------------------------------------------------------------- */
@@ -203,8 +209,19 @@ static void embed_bwd(eng *e, const eng_dims *d, float *demb, const float *dx, c
 }
 
 /* ---- classifier + softmax + cross-entropy ----------------------------------------------------------
- * Row chunks of R rows: logits [R, V] fp32 = xn·Wclsᵀ; per row loss and dl = scale·(softmax −
- * onehot) in act type; dxn = dl·Wcls; dWcls (+)= dlᵀ·xn. R keeps the fp32 logits at ≤ 512 MB. */
+ * Row chunks of R rows: logits [R, V] = xn·Wclsᵀ (fp32, or in bf16 mode the product's bf16
+ * output unless FABLE_CUDA_CLS_LOGITS=fp32); per row loss and dl = scale·(softmax − onehot) in
+ * act type (over the bf16 logits in place); dxn = dl·Wcls; dWcls (+)= dlᵀ·xn. R keeps the logits
+ * chunk at ≤ 1 GB. */
+static int cls_logits_bf16(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("FABLE_CUDA_CLS_LOGITS");
+        v = !(e && !strcmp(e, "fp32"));
+    }
+    return v;
+}
+
 template <typename A>
 static void cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wcls, const int32_t *targets,
                      float scale, float *losses, double *loss_sum, float *dxn, float *dwcls, int acc) {
@@ -214,17 +231,21 @@ static void cls_loss(eng *e, const eng_dims *d, const float *xn, const float *wc
                     SPAN(dwcls, dwcls ? (size_t)V * D * 4 : 0)};
     cu_main_hazard(st, wr, 4, NULL, 0);
     cudaStream_t s = st->main;
-    long R = (128L << 20) / V; /* ≤ 512 MB of fp32 logits; a multiple of 128 rows keeps chunks aligned */
+    const int lb = sizeof(A) == 2 && cls_logits_bf16(); /* logits in bf16, dl written over them */
+    const size_t lsz = lb ? 2 : 4;
+    long R = (1L << 30) / ((long)V * (long)lsz); /* a multiple of 128 rows keeps chunks aligned */
     if (R >= 128) R -= R % 128;
     if (R > N) R = N;
     if (R < 1) R = 1;
-    float *logits = (float *)cu_scratch(st, CU_SCR_CLS_LOGITS, (size_t)R * V * sizeof(float));
-    A *dl = dxn ? (A *)cu_scratch(st, CU_SCR_CLS_DL, (size_t)R * V * sizeof(A)) : NULL;
+    void *logits = cu_scratch(st, CU_SCR_CLS_LOGITS, (size_t)R * V * lsz);
+    A *dl = !dxn ? NULL : lb ? (A *)logits : (A *)cu_scratch(st, CU_SCR_CLS_DL, (size_t)R * V * sizeof(A));
     const A *x = (const A *)xn, *wc = W<A>(st, wcls);
     for (long r0 = 0; r0 < N; r0 += R) {
         const int rows = (int)(N - r0 < R ? N - r0 : R);
-        cu_gemm(st, s, st->ws_main, 0, 1, rows, V, D, x + r0 * D, D, wc, D, ab, NULL, logits, V, CU_F32, 1, 0);
-        cu_softmax_xent<A>(s, rows, V, logits, targets + r0, scale, losses + r0, dl);
+        cu_gemm(st, s, st->ws_main, 0, 1, rows, V, D, x + r0 * D, D, wc, D, ab, NULL, logits, V, lb ? CU_BF16 : CU_F32,
+                1, 0);
+        if (lb) cu_softmax_xent<bf16, A>(s, rows, V, (const bf16 *)logits, targets + r0, scale, losses + r0, dl);
+        else cu_softmax_xent<float, A>(s, rows, V, (const float *)logits, targets + r0, scale, losses + r0, dl);
         if (dxn) {
             cu_gemm(st, s, st->ws_main, 0, 0, rows, D, V, dl, V, wc, D, ab, NULL, dxn + r0 * D, D, CU_F32, 1, 0);
             const float beta = (acc || r0 > 0) ? 1.0f : 0.0f;
