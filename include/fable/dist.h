@@ -44,8 +44,9 @@ typedef struct {
     float *bucket;          /* [bucket_floats] this rank's bucket, then the summed bucket */
     float *recv;            /* [world, slice] every rank's slice of the bucket */
     size_t bucket_floats;
+    double t_wait;          /* seconds waiting for the slowest rank to finish its backward (a barrier) */
     double t_copy;          /* seconds moving gradients engine ↔ host (last reduction) */
-    double t_comm;          /* seconds inside MPI calls (last reduction) */
+    double t_comm;          /* seconds inside the all-to-all and all-gather (last reduction) */
     double t_sum;           /* seconds adding the slices */
     double bytes;           /* bytes each rank sent in the last reduction */
 } dist;
@@ -71,7 +72,7 @@ void dist_allgather(dist *d, const void *mine, void *all, size_t bytes);
 void dist_merge(dist *d, double *x, int n);
 
 /* Sum the gradients of every rank into every rank, in rank order (see above); waits for the
- * engine's queued work. Fills d->t_copy, t_comm, t_sum, bytes. 0, or -1 + fb_err. */
+ * engine's queued work. Fills d->t_wait, t_copy, t_comm, t_sum, bytes. 0, or -1 + fb_err. */
 int dist_reduce_grads(dist *d, step_ctx *s);
 
 #endif

@@ -142,7 +142,7 @@ static void reduce_bucket(dist *d, float *b, size_t nb) {
 #endif
 
 int dist_reduce_grads(dist *d, step_ctx *s) {
-    d->t_copy = d->t_comm = d->t_sum = d->bytes = 0;
+    d->t_wait = d->t_copy = d->t_comm = d->t_sum = d->bytes = 0;
     if (d->world == 1) return 0;
 #ifdef FABLE_MPI
     eng *e = s->e;
@@ -154,9 +154,14 @@ int dist_reduce_grads(dist *d, step_ctx *s) {
         if (!d->bucket || !d->recv) return fb_err("out of memory for the gradient all-reduce buffers");
     }
     e->sync(e); /* the backward pass ends here: what follows is the reduction's own time */
+    /* A barrier, so that t_comm measures moving bytes and t_wait the ranks' imbalance (without
+     * it, the first collective absorbs the wait); it costs one latency per update. */
+    double t0 = fb_now();
+    MPI_Barrier(MPI_COMM_WORLD);
+    d->t_wait = fb_now() - t0;
     for (size_t off = 0; off < s->n; off += d->bucket_floats) {
         const size_t nb = s->n - off < d->bucket_floats ? s->n - off : d->bucket_floats;
-        double t0 = fb_now();
+        t0 = fb_now();
         e->download(e, d->bucket, s->grads + off, nb * sizeof(float));
         d->t_copy += fb_now() - t0;
         reduce_bucket(d, d->bucket, nb);

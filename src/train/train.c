@@ -554,6 +554,7 @@ static void log_update(run *r, int u, float lr, const step_result *res, double d
         tele_int(t, "update", u);
         tele_int(t, "world_size", r->dp.world);
         tele_num(t, "t_reduce", r->t_reduce);
+        tele_num(t, "t_wait", r->dp.t_wait);
         tele_num(t, "t_comm", r->dp.t_comm);
         tele_num(t, "t_copy", r->dp.t_copy);
         tele_num(t, "t_sum", r->dp.t_sum);
