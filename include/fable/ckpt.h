@@ -48,7 +48,8 @@ typedef struct {
     float last_loss;
     char engine[16];            /* engine that wrote it ("" in older files: cpu) */
     int32_t precision;          /* eng_precision it computed in */
-    uint8_t reserved[36];
+    int32_t time_plan;          /* train_time_plan: 0 none, 1 pending (measuring), 2 planned (hp.steps fixed) */
+    uint8_t reserved[32];
 } ckpt_header;
 
 void ckpt_cfg_pack(const model_config *c, int32_t out[8]);
