@@ -47,12 +47,13 @@ else
 fi
 echo "== 4. train stories260K for $MINUTES minutes"
 rm -rf "$OUT/ckpt"
-./fable train --preset stories260K --train "$OUT/train.bin" --val "$OUT/val.bin" --recipe llama2c \
-  --batch 32 --seq 256 --accum 1 --lr 2e-3 --warmup 50 --schedule constant --steps 1000000 \
+# the budget recipe: the run measures its speed, plans the updates that fit in the time and
+# decays the learning rate (cosine) over exactly those (docs/budget.md)
+./fable train --preset stories260K --train "$OUT/train.bin" --val "$OUT/val.bin" --recipe budget \
   --time-limit $((MINUTES * 60)) --eval-every 200 --eval-batches 8 --ckpt-every 200 \
   --tokenizer "$OUT/tok512.bin" --out "$OUT/ckpt" --log "$OUT/train.jsonl" --sample-tokens 0
 CKPT=$(ls "$OUT"/ckpt/ckpt_*.bin | tail -1)
-echo "== 5. evaluate on the validation text"
+echo "== 5. evaluate on the whole validation text"
 ./fable eval --ckpt "$CKPT" --data "$OUT/val.bin" --batch 8 --seq 256
 echo "== 6. a sample story"
 ./fable sample --ckpt "$CKPT" --tokenizer "$OUT/tok512.bin" --temperature 0.8 --topk 50 --topp 0 \

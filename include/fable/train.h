@@ -15,6 +15,10 @@
 
 typedef enum { SCHED_CONSTANT = 0, SCHED_COSINE = 1 } lr_schedule;
 
+/* A run planned by time (include/fable/plan.h): none; measuring (hp.steps provisional);
+ * planned (hp.steps fixed, stored in the checkpoint). */
+typedef enum { TIME_PLAN_NONE = 0, TIME_PLAN_PENDING = 1, TIME_PLAN_DONE = 2 } train_time_plan;
+
 /* Everything that determines the training trajectory. Stored in every checkpoint
  * (fixed-size POD, written field by field in little-endian order). */
 typedef struct {
@@ -36,7 +40,7 @@ typedef struct {
 /* lr at update u (1-based): warmup u/warmup·lr, then constant or cosine to min_lr at `steps`. */
 float train_lr(const train_hparams *h, int u);
 
-/* Recipe defaults: "ane" (the reference) or "llama2c". */
+/* Recipe defaults: "ane" (the reference), "llama2c", or "budget" (training in a time budget). */
 int train_recipe(const char *name, train_hparams *h);
 
 /* Options of one `fable train` run (not part of the trajectory). */
@@ -59,6 +63,7 @@ typedef struct {
     int sample_every, sample_tokens;
     int ckpt_every, keep;
     double time_limit;         /* seconds; 0 = none. Stops after the update that crosses it. */
+    int plan_by_time;          /* with time_limit and a cosine schedule, no --steps: plan the updates that fit */
     int quiet;                 /* no human progress line */
     int seq_explicit;          /* --seq given: an error if it exceeds seq_len (else clamped) */
     int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */

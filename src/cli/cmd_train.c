@@ -18,7 +18,8 @@ static const char *usage =
     "  --resume DIR            continue the newest checkpoint in DIR bit-for-bit (model, data position,\n"
     "                          optimizer and hyper-parameters come from it; --steps may be raised)\n"
     "recipe: --recipe ane (default: 1x256, accum 10, Adam 3e-4, constant) | llama2c (AdamW 0.9/0.95,\n"
-    "        wd 0.1, clip 1.0, warmup + cosine to 0, lr 5e-4); every value can be overridden:\n"
+    "        wd 0.1, clip 1.0, warmup + cosine to 0, lr 5e-4) | budget (for --time-limit: 32x256, AdamW\n"
+    "        0.9/0.99, lr 2e-3, wd 0.01, clip 1, warmup 100, cosine to lr/10); every value can be overridden:\n"
     "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|constant\n"
     "  --optimizer adamw|adam --beta1 X --beta2 X --eps X --weight-decay X --grad-clip X (0 = off)\n"
     "  --sampler random|shuffled|sequential --seed S\n"
@@ -26,6 +27,9 @@ static const char *usage =
     "run:  --out DIR (checkpoints, default out) --ckpt-every N (100) --keep K (3) --log FILE (JSON lines;\n"
     "      default stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
     "      --tokenizer FILE (for samples) --time-limit SECONDS --quiet\n"
+    "time: --time-limit S stops the run after S seconds; with a cosine schedule and no --steps, the run first\n"
+    "      measures its speed, then plans the number of updates that fit in S (evals, checkpoints and samples\n"
+    "      included) and decays the learning rate over exactly those\n"
     "engine:\n" CLI_ENGINE_USAGE;
 
 static int mismatch(const char *ck, const char *flag, double want, double have) {
@@ -42,6 +46,7 @@ int cmd_train(int argc, char **argv) {
     const char *recipe = cli_str(&a, "--recipe", "ane");
     if (train_recipe(recipe, &o.hp)) return cli_fail(&a, NULL);
     train_hparams *hp = &o.hp;
+    const float min_lr_ratio = hp->schedule == SCHED_COSINE && hp->lr > 0 ? hp->min_lr / hp->lr : 0.0f;
     /* model */
     const char *preset = cli_str(&a, "--preset", NULL);
     o.init_path = cli_str(&a, "--init", NULL);
@@ -81,8 +86,9 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(sched, "constant")) hp->schedule = SCHED_CONSTANT;
         else return cli_fail(&a, "--schedule must be cosine or constant, not '%s'", sched);
     }
-    /* min_lr follows the schedule unless given: constant → lr, cosine → 0 (llama2.c) */
-    if (!hf_given[1]) hp->min_lr = hp->schedule == SCHED_CONSTANT ? hp->lr : 0.0f;
+    /* min_lr follows the schedule and lr unless given: constant → lr; cosine → the recipe's
+     * floor as a fraction of its lr (budget: lr/10), or 0 (llama2.c) */
+    if (!hf_given[1]) hp->min_lr = hp->schedule == SCHED_CONSTANT ? hp->lr : min_lr_ratio * hp->lr;
     const char *opt = cli_str(&a, "--optimizer", NULL);
     if (opt) {
         if (!strcmp(opt, "adam")) {
@@ -118,6 +124,8 @@ int cmd_train(int argc, char **argv) {
     o.threads = eo.threads;
     o.precision = eo.precision;
     o.time_limit = cli_float(&a, "--time-limit", 0);
+    /* "train for S seconds" with a decaying schedule: plan the updates that fit (plan.h) */
+    o.plan_by_time = o.time_limit > 0 && !hp_given[3] && hp->schedule == SCHED_COSINE && !o.resume_dir;
     o.quiet = cli_flag(&a, "--quiet");
     o.stop_after = (int)cli_int(&a, "--stop-after", 0);
     if (cli_finish(&a)) return 2;

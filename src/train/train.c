@@ -15,6 +15,7 @@
 #include "fable/dist.h"
 #include "fable/engine.h"
 #include "fable/infer.h"
+#include "fable/plan.h"
 #include "fable/step.h"
 #include "fable/telemetry.h"
 #include "fable/tokenizer.h"
@@ -41,7 +42,18 @@ int train_recipe(const char *name, train_hparams *h) {
                              .seed = 1337};
         return 0;
     }
-    return fb_err("unknown recipe '%s' (known: ane, llama2c)", name);
+    if (!strcmp(name, "budget")) {
+        /* training in a time budget (`--time-limit S`, docs/budget.md): chosen by a sweep of
+         * the stories260K preset on the TinyStories sample. 32×256, AdamW (0.9, 0.99), wd 0.01,
+         * clip 1, 100 warmup updates then cosine to lr/10 over the updates that fit in the
+         * time (planned at run time), shuffled windows */
+        *h = (train_hparams){.batch = 32, .seq = 256, .accum = 1, .steps = 100000, .lr = 2e-3f, .min_lr = 2e-4f,
+                             .warmup = 100, .schedule = SCHED_COSINE, .beta1 = 0.9f, .beta2 = 0.99f,
+                             .eps = 1e-8f, .weight_decay = 0.01f, .grad_clip = 1.0f, .sampler = LOADER_SHUFFLED,
+                             .seed = 1337};
+        return 0;
+    }
+    return fb_err("unknown recipe '%s' (known: ane, llama2c, budget)", name);
 }
 
 float train_lr(const train_hparams *h, int u) {
@@ -93,6 +105,8 @@ typedef struct {
     double *g_loss, *g_tdata; /* [world·K] the job's micro-steps in global order (rank-major) */
     double (*g_sec)[ENG_PH_COUNT]; /* [world·K + 1]: micro-steps, then rank 0's optimizer */
     double t_reduce;        /* seconds of the last gradient all-reduce */
+    double plan_sum;        /* wall seconds of the updates measured for the time plan (the first left out) */
+    int plan_n;             /* updates measured, the first included */
 } run;
 
 /* ---- the data-parallel job's view of an update ------------------------------------- */
@@ -389,6 +403,14 @@ static int setup(run *r) {
     if (!rc) rc = setup_weights(r, rpath, &init);
     model_free(&init);
     if (rc) return -1;
+    if (!o->resume_dir) {
+        r->h.time_plan = o->plan_by_time ? TIME_PLAN_PENDING : TIME_PLAN_NONE;
+    } else if (r->h.time_plan == TIME_PLAN_PENDING) {
+        if (o->resume_steps > 0) r->h.time_plan = TIME_PLAN_NONE;   /* --steps on resume decides */
+        else if (o->time_limit <= 0)
+            return fb_err("%s was saved before its run had planned its updates by time: resume it with --time-limit "
+                          "SECONDS (it plans again) or --steps N", rpath);
+    }
     if (check_space(r)) return -1;
     if (o->tokenizer_path) {
         r->tok = tok_load(o->tokenizer_path);
@@ -589,6 +611,67 @@ static int start_agree(run *r, int rc) {
 /* Stop reasons, agreed by every rank with dist_or. */
 enum { STOP_SIGNAL = 1, STOP_TIME = 2, STOP_AFTER = 4 };
 
+/* The time plan (include/fable/plan.h), made after update u: one evaluation, sample and
+ * checkpoint are timed as they happen here, the update time is the mean wall time of the
+ * updates measured so far (the first left out: cold caches; the mean, not the median, so
+ * that a busy machine's slow updates count), and the updates that fit in the time
+ * left become hp.steps. The checkpoint is written again with the plan in it, so that a
+ * resume continues the planned run bit-for-bit. */
+static int make_time_plan(run *r, int u, double run_t0) {
+    train_opts *o = r->o;
+    train_hparams *hp = &o->hp;
+    double t_eval = 0, t_sample = 0, t_ckpt = 0, t;
+    if (r->have_val) { t = fb_now(); do_eval(r); t_eval = fb_now() - t; }
+    if (r->tok && o->sample_tokens > 0) { t = fb_now(); do_sample(r); t_sample = fb_now() - t; }
+    if (o->out_dir) {
+        t = fb_now();
+        if (save_checkpoint(r)) return -1;
+        t_ckpt = fb_now() - t;
+    }
+    const double t_update = r->plan_sum / (r->plan_n - 1);
+    plan_in p = {.limit = o->time_limit, .margin = 0.02, .elapsed = fb_now() - run_t0 + t_ckpt, .u0 = u,
+                 .t_update = t_update, .t_eval = t_eval, .t_ckpt = t_ckpt, .t_sample = t_sample,
+                 .eval_every = r->have_val ? o->eval_every : 0, .ckpt_every = o->out_dir ? o->ckpt_every : 0,
+                 .sample_every = t_sample > 0 ? o->sample_every : 0};
+    const int64_t n = plan_updates(&p);
+    hp->steps = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+    if (hp->warmup >= hp->steps) hp->warmup = hp->steps / 10;    /* a plan shorter than the warmup */
+    double agreed[2] = {r->dp.rank == 0 ? hp->steps : 0, r->dp.rank == 0 ? hp->warmup : 0};
+    dist_merge(&r->dp, agreed, 2); /* a data-parallel job runs rank 0's plan */
+    hp->steps = (int32_t)agreed[0];
+    hp->warmup = (int32_t)agreed[1];
+    r->h.time_plan = TIME_PLAN_DONE;
+    if (o->out_dir && save_checkpoint(r)) return -1;
+    tele *tl = &r->tl;
+    tele_begin(tl, "plan");
+    tele_int(tl, "update", u);
+    tele_int(tl, "steps", hp->steps);
+    tele_int(tl, "warmup", hp->warmup);
+    tele_num(tl, "time_limit", o->time_limit);
+    tele_num(tl, "elapsed_s", p.elapsed);
+    tele_num(tl, "predicted_end_s", plan_end_time(&p, n));
+    tele_num(tl, "t_update_ms", t_update * 1e3);
+    tele_num(tl, "t_eval_ms", t_eval * 1e3);
+    tele_num(tl, "t_ckpt_ms", t_ckpt * 1e3);
+    tele_num(tl, "t_sample_ms", t_sample * 1e3);
+    tele_int(tl, "measured_updates", r->plan_n - 1);
+    tele_end(tl);
+    if (!o->quiet)
+        printf("time plan: %d updates fit in %.0f s (%.1f ms per update, measured over %d; eval %.0f ms, checkpoint "
+               "%.0f ms, sample %.0f ms); the cosine schedule ends at update %d\n",
+               hp->steps, o->time_limit, t_update * 1e3, r->plan_n - 1, t_eval * 1e3, t_ckpt * 1e3, t_sample * 1e3,
+               hp->steps);
+    return 0;
+}
+
+/* "12:34" (or "1:02:03") */
+static const char *clock_str(char *b, size_t cap, double sec) {
+    long s = sec > 0 ? (long)(sec + 0.5) : 0;
+    if (s >= 3600) snprintf(b, cap, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else snprintf(b, cap, "%ld:%02ld", s / 60, s % 60);
+    return b;
+}
+
 int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
@@ -637,23 +720,43 @@ int train_run(train_opts *o) {
         r.h.last_loss = (float)res.loss_mean;
         updates_this_run++;
         log_update(&r, u, lr, &res, dt);
-        const double now = fb_now();
+        double now = fb_now();
         if (!o->quiet && (now - last_print >= 1.0 || u == hp->steps || u == 1)) {
             const double gflops = step_flops(&r.cfg, B, T) * K / dt / 1e9;
-            printf("update %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.1f ms/step | %.0f tok/s | %.1f GFLOP/s "
-                   "(%.0f%% MFU)\n",
-                   u, hp->steps, res.loss_mean, lr, res.grad_norm, dt * 1e3 / K, (double)N * K / dt, gflops,
+            char where[160], a[32], b[32];
+            const double used = now - run_t0, left = o->time_limit - used;
+            if (r.h.time_plan == TIME_PLAN_PENDING)    /* a timed run: time used and left, the total once planned */
+                snprintf(where, sizeof where, "update %d (measuring) | %s used, %s left", u,
+                         clock_str(a, sizeof a, used), clock_str(b, sizeof b, left));
+            else if (o->time_limit > 0)
+                snprintf(where, sizeof where, "update %d/%d | %s used, %s left", u, hp->steps,
+                         clock_str(a, sizeof a, used), clock_str(b, sizeof b, left));
+            else
+                snprintf(where, sizeof where, "update %d/%d", u, hp->steps);
+            printf("%s | loss %.4f | lr %.2e | grad norm %.3f | %.1f ms/step | %.0f tok/s | %.1f GFLOP/s (%.0f%% MFU)\n",
+                   where, res.loss_mean, lr, res.grad_norm, dt * 1e3 / K, (double)N * K / dt, gflops,
                    r.peak > 0 ? 100.0 * gflops / r.peak : 0.0);
             fflush(stdout);
             last_print = now;
         }
-        if (o->eval_every > 0 && u % o->eval_every == 0 && u != hp->steps) do_eval(&r);
-        if (o->sample_every > 0 && u % o->sample_every == 0 && u != hp->steps) do_sample(&r);
+        int planned_now = 0;
+        if (r.h.time_plan == TIME_PLAN_PENDING) {
+            /* the update's wall time, telemetry and progress line included */
+            if (r.plan_n++ > 0) r.plan_sum += fb_now() - u_t0;
+            /* every rank plans when any rank's clock says so (rank 0's plan is the job's) */
+            if (dist_or(&r.dp, r.plan_n >= 4 && (now - run_t0 >= 0.02 * o->time_limit || r.plan_n >= 256))) {
+                if (make_time_plan(&r, u, run_t0)) { rc = -1; break; }
+                planned_now = 1;
+                now = fb_now();
+            }
+        }
+        if (o->eval_every > 0 && u % o->eval_every == 0 && u != hp->steps && !planned_now) do_eval(&r);
+        if (o->sample_every > 0 && u % o->sample_every == 0 && u != hp->steps && !planned_now) do_sample(&r);
         const unsigned why = dist_or(&r.dp, (stop_signal ? STOP_SIGNAL : 0) |
                                                 (o->time_limit > 0 && now - run_t0 >= o->time_limit ? STOP_TIME : 0) |
                                                 (o->stop_after > 0 && updates_this_run >= o->stop_after ? STOP_AFTER : 0));
         const int stopping = why != 0;
-        if ((o->ckpt_every > 0 && u % o->ckpt_every == 0 && u != hp->steps && !stopping)) {
+        if ((o->ckpt_every > 0 && u % o->ckpt_every == 0 && u != hp->steps && !stopping && !planned_now)) {
             if (save_checkpoint(&r)) { rc = -1; break; }
         }
         if (stopping) {

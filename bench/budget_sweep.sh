@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The sweep behind `--recipe budget` (issue 22, docs/budget.md): stories260K trained for the
+# same wall time under several recipes on the shared TinyStories sample (train: the four
+# non-validation files; validation: the first 1000 v1 valid stories, windows of 256, the whole
+# text), each evaluated with `fable eval` on the whole validation shard.
+# usage: bench/budget_sweep.sh [MINUTES [NAME...]]   (default 20, every variant)
+#   MINUTES short (e.g. 5) screens the variants; 20 is the issue's target. Needs a quiet machine:
+#   the budget is wall time. Prints one table row per variant and leaves runs in $OUT (default
+#   /tmp/fable_budget).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MIN=${1:-20}; shift || true
+OUT=${OUT:-/tmp/fable_budget}
+D=${FABLE_DATA:-../shared/data}
+[ -x ./fable ] || make -j"$(nproc)" fable
+mkdir -p "$OUT"
+if [ ! -f "$OUT/train.bin" ]; then
+  ./fable tokenize --quiet --tokenizer "$D/stories260K/tok512.model" --out "$OUT" \
+    "$D"/tinystories/tinystories_subset3000.json "$D"/tinystories/tinystories_v1_train_first1000.json \
+    "$D"/tinystories/tinystories_v2_sample_cs336.txt "$D"/tinystories/tinystories_v2_train_first10000lines.txt \
+    --val-input "$D"/tinystories/tinystories_v1_valid_first1000.txt
+fi
+declare -A V=(
+  [base]=""                                   # the recipe as it is: lr 2e-3, 32x256, wd 0.01
+  [lr1e-3]="--lr 1e-3"
+  [lr4e-3]="--lr 4e-3"
+  [b16]="--batch 16"
+  [b64lr3e-3]="--batch 64 --lr 3e-3"
+  [wd0.1]="--weight-decay 0.1"
+  [floor0]="--min-lr 0"
+  [warm500]="--warmup 500"
+)
+names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base lr1e-3 lr4e-3 b16 b64lr3e-3 wd0.1 floor0 warm500)
+printf "| variant | flags | updates | train loss (last 100) | val loss (whole) | minutes |\n|---|---|---|---|---|---|\n"
+for n in "${names[@]}"; do
+  R="$OUT/$n-${MIN}m"; rm -rf "$R"
+  ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
+    --time-limit $((MIN * 60)) --eval-every 500 --eval-batches 8 --ckpt-every 1000 --out "$R" \
+    --log "$R.jsonl" --quiet >/dev/null
+  C=$(ls "$R"/ckpt_*.bin | tail -1)
+  val=$(./fable eval --ckpt "$C" --data "$OUT/val.bin" --batch 8 --seq 256 --json | sed 's/.*"loss":\([^,]*\),.*/\1/')
+  /usr/bin/python3 - "$R.jsonl" "$n" "${V[$n]:-(recipe)}" "$val" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+b = [r for r in recs if r["type"] == "batch"]
+end = [r for r in recs if r["type"] == "end"][-1]
+tl = sum(r["loss"] for r in b[-100:]) / len(b[-100:])
+print(f"| {sys.argv[2]} | `{sys.argv[3]}` | {end['step']} | {tl:.4f} | {float(sys.argv[4]):.4f} | {end['seconds']/60:.1f} |")
+PY
+done
