@@ -7,6 +7,7 @@
 #  - evaluation split across the ranks gives the number one process gives;
 #  - stop after 10 + resume with 2 ranks is bit-exact; resuming with another count is refused;
 #  - an error on one rank at start, or another seed on one rank, ends the job at once naming it;
+#  - a time-budget run (--time-limit, no --steps) runs rank 0's plan on every rank;
 #  - SIGTERM to one rank stops every rank at the same update with a checkpoint, exit 0;
 #  - kill -9 of one rank ends the job within seconds, non-zero, naming the rank; the last
 #    checkpoint is intact and the run resumes from it.
@@ -76,6 +77,18 @@ echo "$out" | grep -q "rank 0 of 2: rank 1 could not start" || fail "rank 0 does
 out=$($MPI -np 1 ./fable train $common --accum 2 --out "$W/e2" : -np 1 ./fable train $common --accum 2 --seed 7 --out "$W/e2" 2>&1) && fail "ranks with different seeds ran"
 echo "$out" | grep -q "rank 1 starts from other weights" || fail "different start not detected: $out"
 [ $(( $(date +%s) - t0 )) -lt 60 ] || fail "failing jobs took too long (a hang?)"
+
+# ---- a time budget (--time-limit, no --steps): every rank runs rank 0's plan, to the end ----
+$MPI -np 2 ./fable train $TINY --train $W/train.bin --val $W/val.bin --recipe budget --batch 4 --seq 64 --lr 1e-3 \
+  --min-lr 1e-4 --warmup 300 --eval-every 100 --eval-batches 2 --ckpt-every 50 --threads 1 --quiet --time-limit 8 \
+  --out "$W/plan" --log "$W/plan.jsonl" >"$W/plan.out" 2>&1 || { cat "$W/plan.out"; fail "planned 2-rank run"; }
+[ "$(grep -c '"type":"plan"' "$W/plan.jsonl")" = 1 ] || fail "expected one plan record"
+steps=$(grep '"type":"plan"' "$W/plan.jsonl" | sed 's/.*"steps":\([0-9]*\).*/\1/')
+end=$(grep '"type":"end"' "$W/plan.jsonl")
+last=$(echo "$end" | sed 's/.*"step":\([0-9]*\).*/\1/')
+echo "$end" | grep -q '"reason":"done"' && [ "$last" = "$steps" ] ||
+  { echo "$end" | grep -q '"reason":"time_limit"' && [ "$last" -le "$steps" ]; } ||
+  fail "the planned 2-rank run ($steps updates) ended otherwise: $end"
 
 # ---- SIGTERM to one rank: a collective, clean stop ----
 rank_pid() { # mpirun pid, rank
