@@ -30,6 +30,8 @@ static const char *usage =
     "time: --time-limit S stops the run after S seconds; with a cosine schedule and no --steps, the run first\n"
     "      measures its speed, then plans the number of updates that fit in S (evals, checkpoints and samples\n"
     "      included) and decays the learning rate over exactly those\n"
+    "data-parallel: mpirun -np N fable train ... (a build with MPI): each process runs --accum K micro-steps,\n"
+    "      the update is that of one process with N*K; rank 0 writes; resume with the same N (docs/distributed.md)\n"
     "engine:\n" CLI_ENGINE_USAGE;
 
 static int mismatch(const char *ck, const char *flag, double want, double have) {

@@ -503,6 +503,7 @@ static int run_update(run *r, int u, float lr, step_result *res) {
     /* the job's N·K·B windows of this update, in one global order; this rank's are r·K .. r·K+K-1 */
     double t0 = fb_now();
     loader_skip(&r->ld, (size_t)me * K * B);
+    for (int k = 0; k < K; k++) r->t_data[k] = 0;
     r->t_data[0] = fb_now() - t0;
     for (int k = 0; k < K; k++) {
         t0 = fb_now();
