@@ -19,14 +19,14 @@ static double nice_step(double raw) {
 
 int svg_nice_ticks(double lo, double hi, int target, double *ticks, int max, double *step, double *axis_lo,
                    double *axis_hi) {
-    if (!(hi > lo)) { /* one value: a unit (or 10%) around it */
+    if (!(hi - lo > 1e-9 * fmax(fabs(lo), fabs(hi)))) { /* one value: a unit (or 10%) around it */
         double d = lo != 0 ? fabs(lo) * 0.1 : 1.0;
         lo -= d;
         hi += d;
     }
     if (target < 2) target = 2;
     double st = nice_step((hi - lo) / (target - 1));
-    double a = floor(lo / st + 1e-9) * st, b = ceil(hi / st - 1e-9) * st;
+    double a = floor(lo / st) * st, b = ceil(hi / st) * st;
     int n = 0;
     for (long long k = llround(a / st); n < max; k++) {
         double v = (double)k * st;
