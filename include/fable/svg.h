@@ -36,7 +36,8 @@ typedef struct {
 int svg_nice_ticks(double lo, double hi, int target, double *ticks, int max, double *step, double *axis_lo,
                    double *axis_hi);
 /* Ticks for [lo, hi] (lo > 0) on a log axis: powers of ten, or 1/2/5 or 1..9 times them,
- * whichever is the sparsest set that gives at least 3 ticks inside. Returns the count. */
+ * whichever is the sparsest set that gives at least 3 ticks inside; for a narrower range,
+ * linear nice values inside it. Returns the count. */
 int svg_log_ticks(double lo, double hi, double *ticks, int max);
 
 /* Writes the chart. 0, or -1 + fb_err when there is nothing to draw (no finite point). */

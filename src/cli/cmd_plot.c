@@ -97,9 +97,10 @@ static int read_log(run_log *r) {
             break;
         }
         json_doc d;
-        if (json_parse(&d, line, (size_t)len, r->path)) {
-            if (!complete) break; /* a live run's half-written last line */
-            rc = fb_err("%s:%ld: %s", r->path, lineno, fb_errmsg());
+        char where[4200];
+        snprintf(where, sizeof where, "%s:%ld", r->path, lineno);
+        if (json_parse(&d, line, (size_t)len, where)) { /* the message names the file and line */
+            if (complete) rc = -1; /* else a live run's half-written last line: not an error */
             break;
         }
         const json_node *o = json_root(&d);
@@ -196,7 +197,7 @@ int cmd_plot(int argc, char **argv) {
             if (!c) break;
             p = c + 1;
         }
-        if (k + 1 != nr) rc = fb_err("--labels has %d names for %d logs", k + 1, nr);
+        if (k + 1 != nr) rc = fb_err("--labels has %d label%s for %d logs", k + 1, k ? "s" : "", nr);
     }
     /* wall time in the unit that keeps the numbers short */
     double tmax = 0, tscale = 1;
