@@ -53,11 +53,14 @@ int svg_log_ticks(double lo, double hi, double *ticks, int max) {
         if (n >= 3) return n;
     }
     /* less than a factor of ~2.5: linear nice values, placed on the log axis */
-    double lin[64], step, a, b;
-    int m = svg_nice_ticks(lo, hi, 5, lin, 64, &step, &a, &b);
-    n = 0;
-    for (int i = 0; i < m && n < max; i++)
-        if (lin[i] >= lo * (1 - 1e-9) && lin[i] <= hi * (1 + 1e-9) && lin[i] > 0) ticks[n++] = lin[i];
+    for (int target = 5; target <= 12; target++) {
+        double lin[64], step, a, b;
+        int m = svg_nice_ticks(lo, hi, target, lin, 64, &step, &a, &b);
+        n = 0;
+        for (int i = 0; i < m && n < max; i++)
+            if (lin[i] >= lo * (1 - 1e-9) && lin[i] <= hi * (1 + 1e-9) && lin[i] > 0) ticks[n++] = lin[i];
+        if (n >= 3) break;
+    }
     return n;
 }
 

@@ -128,6 +128,8 @@ int main(void) {
     CHECK(n == 7 && step == 1 && a == 1 && b == 7, "ticks of [1.42, 6.25]: %d, step %g, axis [%g, %g]", n, step, a, b);
     n = svg_log_ticks(1.3, 6.5, t, 64);
     CHECK(n == 5 && t[0] == 2 && t[4] == 6, "log ticks of [1.3, 6.5]: %d from %g to %g", n, t[0], t[n - 1]);
+    n = svg_log_ticks(5.2, 6.3, t, 64);
+    CHECK(n >= 3 && t[0] >= 5.2 && t[n - 1] <= 6.3, "log ticks of the narrow [5.2, 6.3]: %d", n);
     n = svg_log_ticks(0.03, 700, t, 64);
     CHECK(n == 4 && fabs(t[0] - 0.1) < 1e-12 && t[3] == 100, "log ticks of [0.03, 700]: %d from %g", n, t[0]);
 
