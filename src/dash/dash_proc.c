@@ -41,7 +41,7 @@ static int (*nvml_meminfo)(void *, nvml_mem *);
 
 static void nvml_open(dash_sys *s) {
     void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) { snprintf(s->nvml_why, sizeof s->nvml_why, "no NVIDIA driver: libnvidia-ml.so.1 not found"); return; }
+    if (!h) { snprintf(s->nvml_why, sizeof s->nvml_why, "no libnvidia-ml.so.1"); return; }
     *(void **)&nvml_init = dlsym(h, "nvmlInit_v2");
     *(void **)&nvml_shutdown = dlsym(h, "nvmlShutdown");
     *(void **)&nvml_count = dlsym(h, "nvmlDeviceGetCount_v2");
@@ -103,7 +103,7 @@ void dash_sys_init(dash_sys *s, int no_power, int want_gpu) {
     s->power_off = no_power;
     if (no_power) return;
     DIR *d = opendir("/sys/class/powercap");
-    if (!d) snprintf(s->rapl_why, sizeof s->rapl_why, "no /sys/class/powercap on this machine");
+    if (!d) snprintf(s->rapl_why, sizeof s->rapl_why, "no /sys/class/powercap");
     else {
         closedir(d);
         unsigned long long uj[8];

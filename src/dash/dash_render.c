@@ -247,7 +247,7 @@ static void draw_chart(dash_screen *s, int x0, int y0, int w, int h, const dash_
         put(s, x0 + lab + 2, y0 + 1 + c.ph / 2, c.pw - 2, DASH_C_DIM, 0, "no updates yet");
         return;
     }
-    /* x: the whole run (to the planned last update) or the last `window` updates */
+    /* x: the whole run so far, or the last `window` updates */
     double xmax = tr->n ? tr->x[tr->n - 1] : va->x[va->n - 1];
     if (va->n && va->x[va->n - 1] > xmax) xmax = va->x[va->n - 1];
     axes a = {.log = v->log_scale};
@@ -257,7 +257,7 @@ static void draw_chart(dash_screen *s, int x0, int y0, int w, int h, const dash_
     } else {
         a.x0 = tr->n ? tr->x[0] : va->x[0];
         if (va->n && va->x[0] < a.x0) a.x0 = va->x[0];
-        a.x1 = (double)m->steps > xmax ? (double)m->steps : xmax;
+        a.x1 = xmax;
     }
     if (a.x1 <= a.x0) a.x1 = a.x0 + 1;
     a.y0 = INFINITY;
@@ -550,8 +550,8 @@ static void draw_keys(dash_screen *s, int y, const dash_view *v) {
              v->launch ? " · r restart" : "", v->no_generate ? "" : " · g generate", v->paused ? "resume" : "pause",
              v->last_n ? "whole run" : "last N");
     int n = text_cols(k);
-    int x = 0;
-    if (v->status[0]) x = put(s, 0, y, s->w - n - 1 > 20 ? s->w - n - 1 : s->w, DASH_C_TITLE, 1, v->status);
+    int x;
+    if (v->status[0]) x = put(s, 0, y, s->w, DASH_C_TITLE, 1, v->status);
     else x = putf(s, 0, y, s->w, DASH_C_TITLE, 1, " %s%s", v->mode, v->launch ? (v->trainer_running ? " · trainer running" : " · trainer stopped") : "");
     if (x + n < s->w) put(s, s->w - n, y, n, DASH_C_TITLE, 0, k);
 }

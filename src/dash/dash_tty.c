@@ -167,7 +167,10 @@ static void key_generate(app *a) {
     if (ckpt_latest(dir, p, sizeof p)) { say(a, "g: no checkpoint in %s yet", dir); return; }
     a->gen = dash_gen_start(dir, tok, a->o->sample_tokens);
     if (!a->gen) say(a, "g: cannot start a thread");
-    else say(a, "generating from %s (low priority, one thread)", p);
+    else {
+        const char *b = strrchr(p, '/');
+        say(a, " generating from %s (low priority, one thread)…", b ? b + 1 : p);
+    }
 }
 
 static void key_quit(app *a) {
