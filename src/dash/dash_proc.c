@@ -128,6 +128,13 @@ void dash_sys_free(dash_sys *s) {
 /* utime + stime of a process (fields 14 and 15 of /proc/PID/stat, after the "(comm)"). */
 static int proc_ticks(pid_t pid, unsigned long long *ticks, double *rss_mb) {
     char p[64], buf[1024];
+    /* a pid from an old log may belong to another program by now: only a fable counts */
+    snprintf(p, sizeof p, "/proc/%d/comm", (int)pid);
+    FILE *c = fopen(p, "r");
+    if (!c) return -1;
+    int is_fable = fgets(buf, sizeof buf, c) && !strncmp(buf, "fable", 5);
+    fclose(c);
+    if (!is_fable) return -1;
     snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(p, "r");
     if (!f) return -1;
