@@ -12,6 +12,7 @@ CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -I$(BLAS_INC) -fopenmp \
 CFLAGS  ?= -O3
 # -rdynamic: the cuda engine (a shared object loaded at run time) resolves fb_err & co. from the binary
 LDLIBS   = -rdynamic -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread -ldl
+LDLIBS  += -lncursesw
 SANFLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/main.c' | sort)
