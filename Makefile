@@ -13,6 +13,21 @@ CFLAGS  ?= -O3
 # -rdynamic: the cuda engine (a shared object loaded at run time) resolves fb_err & co. from the binary
 LDLIBS   = -rdynamic -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread -ldl
 LDLIBS  += -lncursesw
+# ---- MPI (data-parallel `mpirun -np N fable train`): compiled in whenever mpicc is found
+# (MPI=0 turns it off). Only src/train/dist.c includes mpi.h; the binary still runs alone,
+# without mpirun, and then never calls MPI.
+MPICC ?= mpicc
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+endif
+ifneq ($(strip $(MPI_LIBS)),)
+CFLAGS_COMMON += -DFABLE_MPI $(MPI_CFLAGS)
+LDLIBS        += $(MPI_LIBS)
+$(info fable: MPI on ($(MPICC) found): mpirun -np N ./fable train ... runs data-parallel)
+else
+$(info fable: MPI off ($(if $(filter 0,$(MPI)),MPI=0,no $(MPICC) found)): install libopenmpi-dev for mpirun training)
+endif
 SANFLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/main.c' | sort)

@@ -49,7 +49,8 @@ typedef struct {
     char engine[16];            /* engine that wrote it ("" in older files: cpu) */
     int32_t precision;          /* eng_precision it computed in */
     int32_t time_plan;          /* train_time_plan: 0 none, 1 pending (measuring), 2 planned (hp.steps fixed) */
-    uint8_t reserved[32];
+    int32_t world_size;         /* processes of the data-parallel job that wrote it (0 in older files: 1) */
+    uint8_t reserved[28];
 } ckpt_header;
 
 void ckpt_cfg_pack(const model_config *c, int32_t out[8]);

@@ -141,6 +141,9 @@ int loader_init(loader *L, const shard *s, loader_kind kind, int T, uint64_t see
 void loader_free(loader *L);
 /* Next B windows: inputs[b*T + t], targets[b*T + t]. */
 int loader_next(loader *L, int B, int32_t *inputs, int32_t *targets);
+/* Advance past the next `windows` windows without reading them: the state afterwards is the
+ * one loader_next over as many windows leaves (a data-parallel rank skips the others' slices). */
+void loader_skip(loader *L, size_t windows);
 /* Restore a saved state (checks kind/T/seed match the shard; rebuilds the permutation). */
 int loader_restore(loader *L, const loader_state *st);
 int loader_kind_parse(const char *name, loader_kind *k);  /* "random"|"shuffled"|"sequential" */

@@ -128,6 +128,10 @@ int loader_next(loader *L, int B, int32_t *inputs, int32_t *targets) {
     return 0;
 }
 
+void loader_skip(loader *L, size_t windows) {
+    for (size_t i = 0; i < windows; i++) next_start(L);
+}
+
 int loader_restore(loader *L, const loader_state *st) {
     if (!L->s) return fb_err("loader: restore before init");
     if (st->kind != L->st.kind)

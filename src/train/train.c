@@ -3,6 +3,7 @@
 #include "fable/train.h"
 
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "fable/ckpt.h"
 #include "fable/data.h"
+#include "fable/dist.h"
 #include "fable/engine.h"
 #include "fable/infer.h"
 #include "fable/plan.h"
@@ -100,9 +102,62 @@ typedef struct {
     double peak;
     int32_t *in, *tg;       /* [K, N] the update's windows (host) */
     double *t_data;         /* [K] */
+    /* ---- the data-parallel job (one rank of one without mpirun): see fable/dist.h ---- */
+    dist dp;
+    double *xall;           /* [world, rec_doubles] every rank's update record (exchange_update) */
+    double *g_loss, *g_tdata; /* [world·K] the job's micro-steps in global order (rank-major) */
+    double (*g_sec)[ENG_PH_COUNT]; /* [world·K + 1]: micro-steps, then rank 0's optimizer */
+    double t_reduce;        /* seconds of the last gradient all-reduce */
     double plan_sum;        /* wall seconds of the updates measured for the time plan (the first left out) */
     int plan_n;             /* updates measured, the first included */
 } run;
+
+/* ---- the data-parallel job's view of an update ------------------------------------- */
+/* Doubles of one rank's update record: K losses, K data times, (K + 1) rows of phase times. */
+static size_t rec_doubles(int K) { return 2 * (size_t)K + (size_t)(K + 1) * ENG_PH_COUNT; }
+
+/* Every rank's micro-step losses and timers, gathered into the job's global order
+ * (g_loss, g_tdata, g_sec: micro-step j = rank·K + k, as one process with N·K would number
+ * them), so that telemetry and the NaN check see the whole job on every rank. */
+static void exchange_update(run *r, step_result *res) {
+    const int K = r->o->hp.accum, W = r->dp.world;
+    const size_t rec = rec_doubles(K);
+    double *mine = r->xall + (size_t)r->dp.rank * rec;
+    memcpy(mine, res->loss, K * sizeof(double));
+    memcpy(mine + K, r->t_data, K * sizeof(double));
+    memcpy(mine + 2 * K, res->sec, (size_t)(K + 1) * ENG_PH_COUNT * sizeof(double));
+    if (W > 1) dist_allgather(&r->dp, mine, r->xall, rec * sizeof(double));
+    for (int q = 0; q < W; q++) {
+        const double *x = r->xall + (size_t)q * rec;
+        memcpy(r->g_loss + q * K, x, K * sizeof(double));
+        memcpy(r->g_tdata + q * K, x + K, K * sizeof(double));
+        memcpy(r->g_sec + q * K, x + 2 * K, (size_t)K * ENG_PH_COUNT * sizeof(double));
+    }
+    memcpy(r->g_sec + W * K, r->xall + 2 * K + (size_t)K * ENG_PH_COUNT, ENG_PH_COUNT * sizeof(double));
+    res->loss_mean = 0; /* as step_finish computes it, over the job's micro-steps */
+    for (int j = 0; j < W * K; j++) res->loss_mean += r->g_loss[j] / (W * K);
+}
+
+/* A hash of everything every rank must start from alike: shape, trajectory, data position,
+ * parameters and moments (streamed out of engine memory a slice at a time). */
+static uint64_t start_hash(run *r) {
+    uint64_t h = fb_hash64(FB_HASH_INIT, &r->cfg, sizeof r->cfg);
+    h = fb_hash64(h, &r->o->hp, sizeof r->o->hp);
+    h = fb_hash64(h, &r->ld.st, sizeof r->ld.st);
+    h = fb_hash64(h, &r->h.update, sizeof r->h.update);
+    const size_t slice = (size_t)1 << 20;
+    float *buf = malloc(slice * sizeof(float));
+    if (!buf) fb_die("out of memory");
+    const float *parts[3] = {r->s.params, r->s.m, r->s.v};
+    for (int p = 0; p < 3; p++)
+        for (size_t off = 0; off < r->n; off += slice) {
+            const size_t k = r->n - off < slice ? r->n - off : slice;
+            r->e->download(r->e, buf, parts[p] + off, k * sizeof(float));
+            h = fb_hash64(h, buf, k * sizeof(float));
+        }
+    free(buf);
+    return h;
+}
 
 static void fill_header(run *r) {
     ckpt_header *h = &r->h;
@@ -118,6 +173,7 @@ static void fill_header(run *r) {
     h->threads = r->e->threads;
     snprintf(h->engine, sizeof h->engine, "%s", r->e->name);
     h->precision = r->e->precision;
+    h->world_size = r->dp.world;
     snprintf(h->data_path, sizeof h->data_path, "%s", r->o->train_path);
     snprintf(h->tokenizer_path, sizeof h->tokenizer_path, "%s", r->o->tokenizer_path ? r->o->tokenizer_path : "");
 }
@@ -136,8 +192,11 @@ static int save_checkpoint(run *r) {
     fill_header(r);
     char path[4096];
     ckpt_path(path, sizeof path, r->o->out_dir, r->h.update);
-    if (ckpt_save_from(path, &r->h, ckpt_source, &r->s)) return -1;
-    ckpt_prune(r->o->out_dir, r->o->keep);
+    /* rank 0 alone writes; every rank learns whether it could */
+    int rc = r->dp.rank == 0 && ckpt_save_from(path, &r->h, ckpt_source, &r->s);
+    if (dist_agree(&r->dp, rc))
+        return rc ? -1 : fb_err("rank 0 could not write the checkpoint %s (its message says why)", path);
+    if (r->dp.rank == 0) ckpt_prune(r->o->out_dir, r->o->keep);
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
     r->rep.ckpt_s += dt;
@@ -155,11 +214,18 @@ static double evaluate(run *r, int *used) {
     size_t windows = L.n_windows;
     int nb = r->o->eval_batches > 0 ? r->o->eval_batches : 1;
     if ((size_t)nb * B > windows) nb = (int)(windows / B);
-    double sum = 0;
+    /* batch b on rank b mod world; the per-batch losses merged, then summed in batch order:
+     * the same number as one process computes */
+    double *part = calloc(nb > 0 ? nb : 1, sizeof *part), sum = 0;
+    if (!part) fb_die("out of memory");
     for (int b = 0; b < nb; b++) {
+        if (b % r->dp.world != r->dp.rank) { loader_skip(&L, B); continue; }
         loader_next(&L, B, r->in, r->tg);
-        sum += step_loss(&r->s, r->in, r->tg);
+        part[b] = step_loss(&r->s, r->in, r->tg);
     }
+    dist_merge(&r->dp, part, nb);
+    for (int b = 0; b < nb; b++) sum += part[b];
+    free(part);
     loader_free(&L);
     *used = nb;
     return nb ? sum / nb : NAN;
@@ -189,7 +255,7 @@ static void do_sample(run *r) {
 }
 
 static void do_sample_timed(run *r) {
-    if (!r->tok || r->o->sample_tokens <= 0) return;
+    if (!r->tok || r->o->sample_tokens <= 0 || r->dp.rank != 0) return;
     model mv;
     if (model_create(&mv, &r->cfg)) return;
     step_get_params(&r->s, mv.data);
@@ -246,6 +312,15 @@ static int setup_resume(run *r, char *rpath, size_t cap) {
     o->hp = rh.hp;
     if (o->resume_steps > 0) o->hp.steps = o->resume_steps;
     if (!o->out_dir) o->out_dir = o->resume_dir;
+    const int was_world = rh.world_size > 0 ? rh.world_size : 1;
+    if (was_world != r->dp.world) {
+        char how[64];
+        if (was_world == 1) snprintf(how, sizeof how, "without mpirun");
+        else snprintf(how, sizeof how, "with mpirun -np %d", was_world);
+        return fb_err("%s was written by a job of %d process%s, this job has %d: resume it %s (the data each "
+                      "process reads and the order of the gradient sums depend on the number of processes)",
+                      rpath, was_world, was_world == 1 ? "" : "es", r->dp.world, how);
+    }
     const char *was = rh.engine[0] ? rh.engine : "cpu";
     if (strcmp(was, r->e->name) || rh.precision != r->e->precision)
         fprintf(stderr, "fable train: note: %s was written by the %s engine in %s; resuming on %s in %s: the run "
@@ -364,7 +439,13 @@ static int setup(run *r) {
     r->in = malloc(hp->accum * N * sizeof(int32_t));
     r->tg = malloc(hp->accum * N * sizeof(int32_t));
     r->t_data = calloc(hp->accum, sizeof(double));
-    if (!r->in || !r->tg || !r->t_data) return fb_err("out of memory for the data windows");
+    const size_t nk = (size_t)r->dp.world * hp->accum;
+    r->xall = calloc(r->dp.world * rec_doubles(hp->accum), sizeof(double));
+    r->g_loss = calloc(nk, sizeof(double));
+    r->g_tdata = calloc(nk, sizeof(double));
+    r->g_sec = calloc(nk + 1, sizeof *r->g_sec);
+    if (!r->in || !r->tg || !r->t_data || !r->xall || !r->g_loss || !r->g_tdata || !r->g_sec)
+        return fb_err("out of memory for the data windows");
     r->peak = eng_peak_gflops(r->e);
     return 0;
 }
@@ -377,6 +458,10 @@ static void teardown(run *r) {
     free(r->in);
     free(r->tg);
     free(r->t_data);
+    free(r->xall);
+    free(r->g_loss);
+    free(r->g_tdata);
+    free(r->g_sec);
     loader_free(&r->ld);
     shard_close(&r->train);
     if (r->have_val || r->val.map) shard_close(&r->val);
@@ -392,6 +477,7 @@ static void log_start(run *r) {
     tele_str(t, "precision", eng_precision_name(r->e->precision));
     tele_str(t, "device", r->e->device);
     tele_int(t, "threads", r->e->threads);
+    tele_int(t, "world_size", r->dp.world);
     tele_int(t, "dim", r->cfg.dim);
     tele_int(t, "hidden_dim", r->cfg.hidden_dim);
     tele_int(t, "n_layers", r->cfg.n_layers);
@@ -439,25 +525,35 @@ static void log_start(run *r) {
  * while the engine works on k), then the one synchronisation. 0, or -1 + fb_err. */
 static int run_update(run *r, int u, float lr, step_result *res) {
     const train_hparams *hp = &r->o->hp;
-    const int B = hp->batch, K = hp->accum;
+    const int B = hp->batch, K = hp->accum, W = r->dp.world, me = r->dp.rank;
     const size_t N = (size_t)B * hp->seq;
+    /* the job's N·K·B windows of this update, in one global order; this rank's are r·K .. r·K+K-1 */
+    double t0 = fb_now();
+    loader_skip(&r->ld, (size_t)me * K * B);
+    r->t_data[0] = fb_now() - t0;
     for (int k = 0; k < K; k++) {
-        double t0 = fb_now();
+        t0 = fb_now();
         if (loader_next(&r->ld, B, r->in + k * N, r->tg + k * N)) return -1;
-        r->t_data[k] = fb_now() - t0;
+        if (k == K - 1) loader_skip(&r->ld, (size_t)(W - 1 - me) * K * B);
+        r->t_data[k] += fb_now() - t0;
         step_fwd_bwd(&r->s, r->in + k * N, r->tg + k * N, k);
     }
+    t0 = fb_now();
+    dist_reduce_grads(&r->dp, &r->s); /* every rank now holds Σ over the job's N·K micro-steps */
+    r->t_reduce = fb_now() - t0;
     step_optimizer(&r->s, &(optim_cfg){.lr = lr, .beta1 = hp->beta1, .beta2 = hp->beta2, .eps = hp->eps,
                                        .weight_decay = hp->weight_decay, .grad_clip = hp->grad_clip},
-                   u, 1.0f / K);
+                   u, 1.0f / (K * W));
     step_finish(&r->s, res);
-    for (int k = 0; k < K; k++)
-        if (!isfinite(res->loss[k])) {
+    exchange_update(r, res);
+    for (int j = 0; j < W * K; j++)
+        if (!isfinite(r->g_loss[j])) {
             char where[256];
-            step_diagnose(&r->s, where, sizeof where);
+            if (j / K == me) step_diagnose(&r->s, where, sizeof where);
+            else snprintf(where, sizeof where, "on rank %d", j / K);
             return fb_err("loss became %s at update %d, micro-step %d (phase: %s); training stopped without saving; "
                           "the last good checkpoint is %s",
-                          isnan(res->loss[k]) ? "NaN" : "infinite", u, k + 1, where,
+                          isnan(r->g_loss[j]) ? "NaN" : "infinite", u, j + 1, where,
                           r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
         }
     if (!isfinite(res->grad_norm))
@@ -470,27 +566,27 @@ static int run_update(run *r, int u, float lr, step_result *res) {
 /* Telemetry of one finished update: its micro-steps, the update, its FLOP rate. */
 static void log_update(run *r, int u, float lr, const step_result *res, double dt) {
     const train_hparams *hp = &r->o->hp;
-    const int K = hp->accum;
+    const int K = hp->accum * r->dp.world; /* the job's micro-steps, in global order (exchange_update) */
     const size_t N = (size_t)hp->batch * hp->seq;
     const int async = r->e->dw_async;
     int64_t tokens = r->h.tokens_seen - (int64_t)(K * N);
     for (int k = 0; k < K; k++) {
-        const double *t = res->sec[k];
+        const double *t = r->g_sec[k];
         tokens += (int64_t)N;
-        tele_step_rec sr = {.step = r->h.micro_steps - K + k + 1, .update = u, .loss = res->loss[k], .lr = lr,
-                            .tokens = tokens, .t_data = r->t_data[k], .t_fwd = t[ENG_PH_FWD],
+        tele_step_rec sr = {.step = r->h.micro_steps - K + k + 1, .update = u, .loss = r->g_loss[k], .lr = lr,
+                            .tokens = tokens, .t_data = r->g_tdata[k], .t_fwd = t[ENG_PH_FWD],
                             .t_bwd = t[ENG_PH_BWD], .t_dw = t[ENG_PH_DW], .t_dw_wait = t[ENG_PH_DW_WAIT],
                             .t_cls = t[ENG_PH_CLS], .t_rms = t[ENG_PH_RMS]};
         /* the micro-step's time on the engine's main queue (overlapped dW counts only as its wait) */
-        sr.ms = r->t_data[k] + t[ENG_PH_FWD] + t[ENG_PH_RMS] + t[ENG_PH_CLS] + t[ENG_PH_BWD] +
+        sr.ms = r->g_tdata[k] + t[ENG_PH_FWD] + t[ENG_PH_RMS] + t[ENG_PH_CLS] + t[ENG_PH_BWD] +
                 (async ? t[ENG_PH_DW_WAIT] : t[ENG_PH_DW]);
         tele_step(&r->tl, &sr);
-        r->h.timers.data += r->t_data[k];
+        r->h.timers.data += r->g_tdata[k]; /* phase timers: summed over the job's ranks */
     }
-    const double *to = res->sec[K];
+    const double *to = r->g_sec[K];
     double ph[ENG_PH_COUNT] = {0};
     for (int k = 0; k <= K; k++)
-        for (int p = 0; p < ENG_PH_COUNT; p++) ph[p] += res->sec[k][p];
+        for (int p = 0; p < ENG_PH_COUNT; p++) ph[p] += r->g_sec[k][p];
     r->h.timers.fwd += ph[ENG_PH_FWD];
     r->h.timers.bwd_dx += ph[ENG_PH_BWD];
     r->h.timers.dw += ph[ENG_PH_DW];
@@ -503,8 +599,47 @@ static void log_update(run *r, int u, float lr, const step_result *res, double d
     const double gflops = step_flops(&r->cfg, hp->batch, hp->seq) * K / dt / 1e9;
     tele_batch(&r->tl, u, res->loss_mean, lr, res->grad_norm, to[ENG_PH_OPT], to[ENG_PH_DW_WAIT], dt, K,
                (double)N * K / dt, r->h.tokens_seen, fb_now() - r->rep.t0);
-    tele_perf(&r->tl, u, gflops, r->peak);
+    tele_perf(&r->tl, u, gflops, r->peak * r->dp.world);
+    if (r->dp.world > 1) { /* the gradient all-reduce of this update, as rank 0 saw it */
+        tele *t = &r->tl;
+        tele_begin(t, "dist");
+        tele_int(t, "update", u);
+        tele_int(t, "world_size", r->dp.world);
+        tele_num(t, "t_reduce", r->t_reduce);
+        tele_num(t, "t_wait", r->dp.t_wait);
+        tele_num(t, "t_comm", r->dp.t_comm);
+        tele_num(t, "t_copy", r->dp.t_copy);
+        tele_num(t, "t_sum", r->dp.t_sum);
+        tele_int(t, "bytes", (long long)r->dp.bytes);
+        tele_int(t, "overlap", 0);
+        tele_end(t);
+    }
 }
+
+/* Under mpirun: rank 0 alone logs and prints; each rank's default thread count is its share
+ * of this machine's cores. */
+static void job_options(run *r) {
+    train_opts *o = r->o;
+    if (r->dp.rank > 0) o->log_path = "/dev/null", o->quiet = 1;
+    if (o->threads <= 0) {
+        o->threads = omp_get_num_procs() / r->dp.local_world;
+        if (o->threads < 1) o->threads = 1;
+    }
+}
+
+/* After setup, collectively: did every rank start, and from the same state? */
+static int start_agree(run *r, int rc) {
+    const int bad = dist_agree(&r->dp, rc);
+    if (rc) return rc;
+    if (bad) return fb_err("rank %d could not start (its message says why)", bad - 1);
+    if (r->dp.world > 1 && (rc = dist_same(&r->dp, start_hash(r))))
+        return fb_err("rank %d starts from other weights, settings or data position than rank 0 (start checksums "
+                      "differ): every rank must run the same command on the same files", rc - 1);
+    return 0;
+}
+
+/* Stop reasons, agreed by every rank with dist_or. */
+enum { STOP_SIGNAL = 1, STOP_TIME = 2, STOP_AFTER = 4 };
 
 /* The time plan (include/fable/plan.h), made after update u: one evaluation, sample and
  * checkpoint are timed as they happen here, the update time is the mean wall time of the
@@ -531,6 +666,10 @@ static int make_time_plan(run *r, int u, double run_t0) {
     const int64_t n = plan_updates(&p);
     hp->steps = n > INT32_MAX ? INT32_MAX : (int32_t)n;
     if (hp->warmup >= hp->steps) hp->warmup = hp->steps / 10;    /* a plan shorter than the warmup */
+    double agreed[2] = {r->dp.rank == 0 ? hp->steps : 0, r->dp.rank == 0 ? hp->warmup : 0};
+    dist_merge(&r->dp, agreed, 2); /* a data-parallel job runs rank 0's plan */
+    hp->steps = (int32_t)agreed[0];
+    hp->warmup = (int32_t)agreed[1];
     r->h.time_plan = TIME_PLAN_DONE;
     if (o->out_dir && save_checkpoint(r)) return -1;
     tele *tl = &r->tl;
@@ -567,15 +706,19 @@ int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
-    int rc = setup(&r);
+    if (dist_init(&r.dp)) return -1;
+    if (r.dp.world > 1) job_options(&r);
+    int rc = start_agree(&r, setup(&r));
     if (rc) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", fb_errmsg());
         teardown(&r);
-        return fb_err("%s", msg);
+        const int rank = r.dp.rank, world = r.dp.world;
+        dist_free(&r.dp);
+        return world > 1 ? fb_err("rank %d of %d: %s", rank, world, msg) : fb_err("%s", msg);
     }
     const train_hparams *hp = &o->hp;
-    const int B = hp->batch, T = hp->seq, K = hp->accum;
+    const int B = hp->batch, T = hp->seq, K = hp->accum * r.dp.world; /* the job's micro-steps per update */
     const size_t N = (size_t)B * T;
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
@@ -586,9 +729,10 @@ int train_run(train_opts *o) {
     log_start(&r);
     if (!o->quiet)
         printf("training %zu parameters (%d layers, dim %d, vocab %d) on %s: %d x %d tokens x %d accum, %d updates, "
-               "engine %s (%s, %s), peak %.0f GFLOP/s\n",
+               "engine %s (%s, %s), peak %.0f GFLOP/s%s\n",
                r.n, r.cfg.n_layers, r.cfg.dim, r.cfg.vocab_size, o->train_path, B, T, K, hp->steps, r.e->name,
-               eng_precision_name(r.e->precision), r.e->device, r.peak);
+               eng_precision_name(r.e->precision), r.e->device, r.peak,
+               r.dp.world > 1 ? " per process; data-parallel over the processes of mpirun" : "");
     if (!o->quiet) {
         report_start_print(stdout, &r.cfg, T);
         if (strcmp(r.log_path, "-")) printf("telemetry: %s\n", r.log_path);
@@ -635,7 +779,8 @@ int train_run(train_opts *o) {
         if (r.h.time_plan == TIME_PLAN_PENDING) {
             /* the update's wall time, telemetry and progress line included */
             if (r.plan_n++ > 0) r.plan_sum += fb_now() - u_t0;
-            if (r.plan_n >= 4 && (now - run_t0 >= 0.02 * o->time_limit || r.plan_n >= 256)) {
+            /* every rank plans when any rank's clock says so (rank 0's plan is the job's) */
+            if (dist_or(&r.dp, r.plan_n >= 4 && (now - run_t0 >= 0.02 * o->time_limit || r.plan_n >= 256))) {
                 if (make_time_plan(&r, u, run_t0)) { rc = -1; break; }
                 planned_now = 1;
                 now = fb_now();
@@ -643,14 +788,15 @@ int train_run(train_opts *o) {
         }
         if (o->eval_every > 0 && u % o->eval_every == 0 && u != hp->steps && !planned_now) do_eval(&r);
         if (o->sample_every > 0 && u % o->sample_every == 0 && u != hp->steps && !planned_now) do_sample(&r);
-        int stopping = stop_signal || (o->time_limit > 0 && now - run_t0 >= o->time_limit) ||
-                       (o->stop_after > 0 && updates_this_run >= o->stop_after);
+        const unsigned why = dist_or(&r.dp, (stop_signal ? STOP_SIGNAL : 0) |
+                                                (o->time_limit > 0 && now - run_t0 >= o->time_limit ? STOP_TIME : 0) |
+                                                (o->stop_after > 0 && updates_this_run >= o->stop_after ? STOP_AFTER : 0));
+        const int stopping = why != 0;
         if ((o->ckpt_every > 0 && u % o->ckpt_every == 0 && u != hp->steps && !stopping && !planned_now)) {
             if (save_checkpoint(&r)) { rc = -1; break; }
         }
         if (stopping) {
-            stop_reason = stop_signal ? "signal" : o->time_limit > 0 && now - run_t0 >= o->time_limit ? "time_limit"
-                                                                                                   : "stop_after";
+            stop_reason = why & STOP_SIGNAL ? "signal" : why & STOP_TIME ? "time_limit" : "stop_after";
             break;
         }
     }
@@ -673,5 +819,8 @@ int train_run(train_opts *o) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     teardown(&r);
+    const int rank = r.dp.rank, world = r.dp.world;
+    dist_free(&r.dp);
+    if (rc && world > 1) return fb_err("rank %d of %d: %s", rank, world, msg);
     return rc ? fb_err("%s", msg) : 0;
 }

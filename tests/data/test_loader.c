@@ -170,7 +170,37 @@ static void test_restore(loader_kind kind) {
     loader_free(&A);
 }
 
+/* Data-parallel slices: R loaders, each skipping the others' windows (loader_skip) and
+ * drawing its own, reassemble the one stream a single loader draws, across epochs, and end
+ * every update in the single loader's state. */
+static void test_skip(loader_kind kind) {
+    static uint16_t buf[3000];
+    shard s = make_shard(buf, 3000);
+    const int T = 40, R = 3, KB = 7, U = 9; /* ranks, windows per rank per update, updates: 189 > 74 */
+    loader one, r[3];
+    CHECK(loader_init(&one, &s, kind, T, 5) == 0, "%s", fb_errmsg());
+    for (int q = 0; q < R; q++) CHECK(loader_init(&r[q], &s, kind, T, 5) == 0, "%s", fb_errmsg());
+    for (int u = 0; u < U; u++) {
+        size_t want[3 * 7], got[7];
+        CHECK(draw(&one, R * KB, T, want, &s), "content");
+        for (int q = 0; q < R; q++) {
+            loader_skip(&r[q], (size_t)q * KB);
+            CHECK(draw(&r[q], KB, T, got, &s), "content");
+            loader_skip(&r[q], (size_t)(R - 1 - q) * KB);
+            CHECK(memcmp(got, want + q * KB, sizeof got) == 0, "%s: rank %d's slice of update %d differs",
+                  loader_kind_name(kind), q, u);
+            CHECK(memcmp(&r[q].st, &one.st, sizeof one.st) == 0, "%s: rank %d's state differs after update %d",
+                  loader_kind_name(kind), q, u);
+        }
+    }
+    for (int q = 0; q < R; q++) loader_free(&r[q]);
+    loader_free(&one);
+}
+
 int main(void) {
+    test_skip(LOADER_RANDOM);
+    test_skip(LOADER_SHUFFLED);
+    test_skip(LOADER_SEQUENTIAL);
     test_sequential();
     test_shuffled();
     test_random();
