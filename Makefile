@@ -103,7 +103,7 @@ FUZZ_OBJ     := $(FUZZ_LIB_SRC:%.c=build/fuzz/%.o)
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
 .PHONY: fuzz fuzz-build
-fuzz-build: $(FUZZ_BINS)
+fuzz-build: $(FUZZ_OBJ) $(FUZZ_BINS)  # objects named here, so make keeps them
 
 build/fuzz/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
