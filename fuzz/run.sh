@@ -4,7 +4,9 @@
 # Environment:
 #   FUZZ_RUNS=N     stop each target after N executions instead (SECONDS is then the cap)
 #   FUZZ_MERGE=1    afterwards, minimize what was found into the kept corpus fuzz/corpus/<t>/
-#                   (libFuzzer -merge=1: only inputs that add coverage, small ones first)
+#                   (libFuzzer -merge=1 -use_counters=0: the smallest inputs that together
+#                   reach every code edge reached; counts of edge hits are not kept, so the
+#                   committed corpus stays small)
 # Inputs: the kept corpus fuzz/corpus/<t>/, fresh seeds from fuzz/make_seeds.sh (./fable),
 # dictionaries fuzz/dict/. A crash, leak, timeout (10 s), RSS over 2 GB or any single
 # allocation over 64 MB (no input here is larger than 64 KB, so such an allocation trusts a
@@ -56,7 +58,7 @@ for t in $TARGETS; do
   fi
   if [ "${FUZZ_MERGE:-0}" = 1 ]; then
     mkdir -p "$W/merged/$t"
-    "$bin" -merge=1 -rss_limit_mb=2048 -malloc_limit_mb=64 -timeout=10 -max_len="$(maxlen "$t")" \
+    "$bin" -merge=1 -use_counters=0 -rss_limit_mb=2048 -malloc_limit_mb=64 -timeout=10 -max_len="$(maxlen "$t")" \
       "$W/merged/$t" "fuzz/corpus/$t" "$W/seeds/$t" "$W/new/$t" >"$W/$t.merge.log" 2>&1 &&
       rm -rf "fuzz/corpus/$t" && mv "$W/merged/$t" "fuzz/corpus/$t" &&
       echo "merged: fuzz/corpus/$t: $(ls "fuzz/corpus/$t" | wc -l) files, $(cat "fuzz/corpus/$t"/* | wc -c) bytes"
