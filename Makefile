@@ -12,6 +12,7 @@ CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -I$(BLAS_INC) -fopenmp \
 CFLAGS  ?= -O3
 # -rdynamic: the cuda engine (a shared object loaded at run time) resolves fb_err & co. from the binary
 LDLIBS   = -rdynamic -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcurl -lm -lpthread -ldl
+LDLIBS  += -lncursesw
 # ---- MPI (data-parallel `mpirun -np N fable train`): compiled in whenever mpicc is found
 # (MPI=0 turns it off). Only src/train/dist.c includes mpi.h; the binary still runs alone,
 # without mpirun, and then never calls MPI.
@@ -101,3 +102,31 @@ test: all asan
 
 clean:
 	rm -rf build fable
+
+# ---- fuzzing (docs/testing.md, fuzz/): libFuzzer harnesses for every parser of outside
+# bytes, built with clang-14 against the parsers compiled with ASan+UBSan and coverage
+# (build/fuzz/). `make fuzz FUZZ_SECONDS=N` fuzzes each target N seconds from the kept
+# corpus fuzz/corpus/<target>/ plus seed files that ./fable makes; `make fuzz-build` only builds.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := ckpt llama2c tok_bin spm_model shard corpus_json corpus_text jsonl encode
+FUZZ_LIB_SRC := src/data/json.c src/data/shard.c src/data/loader.c src/data/spm_proto.c src/data/tokenizer.c \
+                src/data/tokenize.c src/data/bpe_train.c src/model/model.c src/model/llama2c.c \
+                src/train/ckpt.c src/util/util.c
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Ifuzz -fopenmp -g -O1 $(ARCH) -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJ     := $(FUZZ_LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_OBJ) $(FUZZ_BINS)  # objects named here, so make keeps them
+
+build/fuzz/src/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) -lm -lpthread
+
+fuzz: fable fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)

@@ -53,7 +53,9 @@ rm -rf "$OUT/ckpt"
   --time-limit $((MINUTES * 60)) --eval-every 200 --eval-batches 8 --ckpt-every 200 \
   --tokenizer "$OUT/tok512.bin" --out "$OUT/ckpt" --log "$OUT/train.jsonl" --sample-tokens 0
 CKPT=$(ls "$OUT"/ckpt/ckpt_*.bin | tail -1)
+./fable plot "$OUT/train.jsonl" --out "$OUT/loss.svg" --title "stories260K, $MINUTES minutes (scripts/main.sh)"
 echo "== 5. evaluate on the whole validation text"
+
 ./fable eval --ckpt "$CKPT" --data "$OUT/val.bin" --batch 8 --seq 256
 echo "== 6. a sample story"
 ./fable sample --ckpt "$CKPT" --tokenizer "$OUT/tok512.bin" --temperature 0.8 --topk 50 --topp 0 \

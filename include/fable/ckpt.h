@@ -5,7 +5,9 @@
  *   float32       params[n_params], adam_m[n_params], adam_v[n_params]
  *   uint64        checksum: fb_hash64 over every byte before it
  * Written atomically (temp file, fsync, rename); a truncated or corrupted file is
- * rejected with the reason. Resume continues bit-for-bit: with the same engine and
+ * rejected with the reason: the header is checked field by field (config, n_params against
+ * the config, the file size against n_params, NUL-terminated strings, plausible batch/seq/
+ * accum) before anything is allocated. Resume continues bit-for-bit: with the same engine and
  * thread count, N steps + save + load + N steps equals 2N steps exactly.
  */
 #ifndef FABLE_CKPT_H
@@ -20,6 +22,9 @@
 
 #define CKPT_MAGIC "FBLCKPT1"
 #define CKPT_VERSION 1
+/* Largest batch (sequences per micro-step) a checkpoint header may claim: the header sizes the
+ * activations on resume, so a corrupt value must be an error, not a huge allocation. */
+#define CKPT_MAX_BATCH 65536
 
 /* Cumulative seconds per phase since the run began (across resumes). */
 typedef struct {
@@ -66,6 +71,9 @@ int ckpt_save_from(const char *path, const ckpt_header *h,
 /* Read and verify (size, magic, version, checksum). Allocates *params, *m, *v with fb_alloc
  * (any of them may be NULL to skip: the checksum is still verified). */
 int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v);
+/* The same from memory (the whole file in data[0..len)); name is used in error messages. */
+int ckpt_load_mem(const void *data, size_t len, const char *name, ckpt_header *h, float **params, float **m,
+                  float **v);
 /* Header only (cheap), with size/magic/version checks but no checksum. */
 int ckpt_read_header(const char *path, ckpt_header *h);
 /* Newest checkpoint "ckpt_NNNNNNNN.bin" in dir → out. -1 + fb_err if none. */

@@ -36,6 +36,9 @@ typedef struct {
  * the file has a header and vocab > 0, the two must agree. Every id is checked < vocab
  * (error names the file and the token offset). */
 int shard_open(shard *s, const char *path, int vocab);
+/* The same checks on a shard in memory (data must outlive s; nothing is copied, and
+ * shard_close unmaps nothing). The ids are read in place: data must be 2-byte aligned. */
+int shard_open_mem(shard *s, const void *data, size_t len, int vocab, const char *name);
 void shard_close(shard *s);
 /* Write a shard with header (atomic). */
 int shard_write(const char *path, const uint16_t *ids, size_t n, int vocab);

@@ -115,6 +115,8 @@ void model_free(model *m);
  * unused RoPE tables freq_cis_real/imag [seq_len, HS/2] between rms_final and wcls.
  * load: checks the header and the exact file size, naming the file and the problem. */
 int model_load_llama2c(model *m, const char *path);
+/* The same from memory (a whole .bin in data[0..len)); name is used in error messages. */
+int model_load_llama2c_mem(model *m, const void *data, size_t len, const char *name);
 int model_save_llama2c(const model *m, const char *path); /* atomic write */
 
 #ifdef __cplusplus

@@ -27,7 +27,8 @@ void tele_num(tele *t, const char *key, double v);   /* non-finite → null */
 void tele_str(tele *t, const char *key, const char *v);
 void tele_end(tele *t);
 
-/* ---- the records of `fable train` (fields: docs/telemetry.md); times given in seconds ---- */
+/* ---- the records of `fable train` (fields: docs/telemetry.md); times given in seconds ----
+ * time_s: seconds since this process's run began (wall clock, for followers). */
 typedef struct {
     long long step, update, tokens;
     double loss, lr;
@@ -35,9 +36,10 @@ typedef struct {
 } tele_step_rec;
 void tele_step(tele *t, const tele_step_rec *r);
 void tele_batch(tele *t, long long update, double loss, double lr, double grad_norm, double t_opt, double t_dw_wait,
-                double train_s, int accum, double tokens_per_s, long long tokens);
+                double train_s, int accum, double tokens_per_s, long long tokens, double time_s);
 void tele_perf(tele *t, long long update, double gflops, double peak_gflops);
-void tele_eval(tele *t, long long update, double val_loss, int batches, long long tokens, double seconds);
+void tele_eval(tele *t, long long update, double val_loss, int batches, long long tokens, double seconds,
+               double time_s);
 void tele_sample(tele *t, long long update, const char *text, double tok_per_s);
 void tele_ckpt(tele *t, long long update, const char *path, long long bytes, double seconds);
 void tele_end_run(tele *t, long long update, const char *reason, const char *error, double last_loss,

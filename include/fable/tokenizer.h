@@ -71,7 +71,9 @@ void tok_set_normalizer(tokenizer *t, int add_dummy_prefix, int remove_extra_whi
  * (BOS/EOS) vanish, '▁' becomes ' ', the leading space of the first piece is dropped
  * (dummy prefix), <unk> becomes the model's unk surface (" ⁇ "), byte pieces become their
  * raw bytes (sentencepiece would replace bytes that do not form valid UTF-8 by U+FFFD;
- * fable keeps the bytes, so decode is the exact inverse of encode on valid UTF-8).
+ * fable keeps the bytes, so decode is the exact inverse of encode on valid UTF-8 that holds
+ * no U+2581 '▁' of its own: that one decodes as a space, as in sentencepiece; fuzz_encode
+ * checks the round trip with the identity normalizer and remove_extra_whitespaces off).
  * Writes at most max bytes (no NUL) and returns the number of bytes the text needs, or
  * -1 + fb_err for an id outside the vocabulary. */
 long tok_decode(const tokenizer *t, const int32_t *ids, size_t n, char *out, size_t max);

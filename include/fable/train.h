@@ -54,7 +54,7 @@ typedef struct {
     const char *out_dir;       /* checkpoints go here */
     const char *resume_dir;    /* continue from the newest checkpoint in this dir */
     int resume_steps;          /* > 0: raise/lower the total updates of a resumed run */
-    const char *log_path;      /* JSON lines (NULL = stderr) */
+    const char *log_path;      /* JSON lines: NULL = OUT/train.jsonl (stderr without an out dir), "-" = stderr */
     const char *tokenizer_path;/* for sample text (optional) */
     const char *engine;        /* engine name (NULL = cpu) */
     int precision;             /* eng_precision, -1 = the engine's default */
@@ -67,6 +67,7 @@ typedef struct {
     int quiet;                 /* no human progress line */
     int seq_explicit;          /* --seq given: an error if it exceeds seq_len (else clamped) */
     int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */
+    const char *recipe;        /* --recipe name, for the start record (NULL: none given, e.g. a resume) */
 } train_opts;
 
 void train_opts_defaults(train_opts *o);

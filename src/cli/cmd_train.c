@@ -25,7 +25,7 @@ static const char *usage =
     "  --sampler random|shuffled|sequential --seed S\n"
     "data: --train SHARD --val SHARD [--data-vocab V for raw headerless uint16 files]\n"
     "run:  --out DIR (checkpoints, default out) --ckpt-every N (100) --keep K (3) --log FILE (JSON lines;\n"
-    "      default stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
+    "      default OUT/train.jsonl; - = stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
     "      --tokenizer FILE (for samples) --time-limit SECONDS --quiet\n"
     "time: --time-limit S stops the run after S seconds; with a cosine schedule and no --steps, the run first\n"
     "      measures its speed, then plans the number of updates that fit in S (evals, checkpoints and samples\n"
@@ -47,6 +47,7 @@ int cmd_train(int argc, char **argv) {
     train_opts_defaults(&o);
     const char *recipe = cli_str(&a, "--recipe", "ane");
     if (train_recipe(recipe, &o.hp)) return cli_fail(&a, NULL);
+    o.recipe = cli_has(&a, "--recipe") || !cli_has(&a, "--resume") ? recipe : NULL;
     train_hparams *hp = &o.hp;
     const float min_lr_ratio = hp->schedule == SCHED_COSINE && hp->lr > 0 ? hp->min_lr / hp->lr : 0.0f;
     /* model */

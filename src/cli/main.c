@@ -22,6 +22,8 @@ static const command commands[] = {
     {"export", cmd_export, "checkpoint -> llama2.c .bin (+ tokenizer.bin)"},
     {"bench", cmd_bench, "benchmark training steps and kernels"},
     {"engines", cmd_engines, "list the engines of this build and whether each can run here"},
+    {"plot", cmd_plot, "loss curves of training logs as an SVG chart"},
+    {"dash", cmd_dash, "live terminal dashboard: launch a training run, or follow a log"},
     {"info", cmd_info, "print a model's configuration and parameter count"},
 };
 

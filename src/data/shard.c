@@ -61,6 +61,58 @@ static size_t first_bad_id(const uint16_t *ids, size_t n, int vocab) {
     return n;
 }
 
+/* Validate size bytes at b (header, size, every id) and point s at the ids. 0 or -1 + fb_err. */
+static int shard_parse(shard *s, const unsigned char *b, size_t size, int vocab, const char *path) {
+    if (size == 0) return fb_err("%s: empty file (0 bytes): not a token shard", path);
+    size_t m = size < 8 ? size : 8;
+    if (memcmp(b, SHARD_MAGIC, m) == 0) {
+        /* A fable shard (a raw file starting with these 8 bytes would need the ids
+         * 16966 21580 19279 12627, i.e. the text "FBLTOKS1": not a concern). */
+        if (size < SHARD_HEADER_BYTES)
+            return fb_err("%s: truncated: the shard header needs %d bytes, the file has %zu", path,
+                          SHARD_HEADER_BYTES, size);
+        uint32_t version = rd32(b + 8), hvocab = rd32(b + 12), hbytes = rd32(b + 24);
+        uint64_t n = rd64(b + 16);
+        if (version != 1)
+            return fb_err("%s: shard format version %u is not supported (this fable reads version 1)", path,
+                          version);
+        if (hbytes != SHARD_HEADER_BYTES)
+            return fb_err("%s: corrupt header: header_bytes = %u, expected %d", path, hbytes, SHARD_HEADER_BYTES);
+        if (hvocab == 0 || hvocab > 65536)
+            return fb_err("%s: corrupt header: vocab_size = %u (must be 1..65536)", path, hvocab);
+        if (vocab > 0 && (uint32_t)vocab != hvocab)
+            return fb_err("%s: vocab mismatch: the shard was written for vocab %u, the model/tokenizer has %d",
+                          path, hvocab, vocab);
+        size_t payload = size - SHARD_HEADER_BYTES;
+        if (n > payload / 2)
+            return fb_err("%s: truncated: header says %llu tokens (%llu bytes), the file holds %zu bytes of ids",
+                          path, (unsigned long long)n, (unsigned long long)n * 2, payload);
+        if (n * 2 != payload)
+            return fb_err("%s: corrupt: %zu bytes after the %llu tokens the header announces", path,
+                          payload - (size_t)n * 2, (unsigned long long)n);
+        s->has_header = 1;
+        s->vocab_size = (int)hvocab;
+        s->tokens = (const uint16_t *)(b + SHARD_HEADER_BYTES);
+        s->n = (size_t)n;
+    } else {
+        if (vocab <= 0)
+            return fb_err("%s: no FBLTOKS1 header; to read it as raw uint16 ids (llama2.c .bin) give the vocab "
+                          "size (e.g. --vocab 32000)", path);
+        if (size % 2)
+            return fb_err("%s: truncated: a raw uint16 token file must have an even size, this one has %zu bytes",
+                          path, size);
+        s->has_header = 0;
+        s->vocab_size = vocab;
+        s->tokens = (const uint16_t *)b;
+        s->n = size / 2;
+    }
+    size_t bad = first_bad_id(s->tokens, s->n, s->vocab_size);
+    if (bad < s->n)
+        return fb_err("%s: token %zu (byte offset %zu) has id %u, not below the vocab size %d", path, bad,
+                      (size_t)((const unsigned char *)(s->tokens + bad) - b), s->tokens[bad], s->vocab_size);
+    return 0;
+}
+
 int shard_open(shard *s, const char *path, int vocab) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -86,84 +138,29 @@ int shard_open(shard *s, const char *path, int vocab) {
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return fb_errno("%s: cannot mmap %zu bytes", path, size);
+    if (shard_parse(s, map, size, vocab, path)) {
+        munmap(map, size);
+        s->tokens = NULL;
+        s->n = 0;
+        return -1;
+    }
     s->map = map;
     s->map_len = size;
-    const unsigned char *b = map;
-
-    size_t m = size < 8 ? size : 8;
-    if (memcmp(b, SHARD_MAGIC, m) == 0) {
-        /* A fable shard (a raw file starting with these 8 bytes would need the ids
-         * 16966 21580 19279 12627, i.e. the text "FBLTOKS1": not a concern). */
-        if (size < SHARD_HEADER_BYTES) {
-            fb_err("%s: truncated: the shard header needs %d bytes, the file has %zu", path,
-                   SHARD_HEADER_BYTES, size);
-            goto fail;
-        }
-        uint32_t version = rd32(b + 8), hvocab = rd32(b + 12), hbytes = rd32(b + 24);
-        uint64_t n = rd64(b + 16);
-        if (version != 1) {
-            fb_err("%s: shard format version %u is not supported (this fable reads version 1)", path, version);
-            goto fail;
-        }
-        if (hbytes != SHARD_HEADER_BYTES) {
-            fb_err("%s: corrupt header: header_bytes = %u, expected %d", path, hbytes, SHARD_HEADER_BYTES);
-            goto fail;
-        }
-        if (hvocab == 0 || hvocab > 65536) {
-            fb_err("%s: corrupt header: vocab_size = %u (must be 1..65536)", path, hvocab);
-            goto fail;
-        }
-        if (vocab > 0 && (uint32_t)vocab != hvocab) {
-            fb_err("%s: vocab mismatch: the shard was written for vocab %u, the model/tokenizer has %d",
-                   path, hvocab, vocab);
-            goto fail;
-        }
-        size_t payload = size - SHARD_HEADER_BYTES;
-        if (n > payload / 2) {
-            fb_err("%s: truncated: header says %llu tokens (%llu bytes), the file holds %zu bytes of ids",
-                   path, (unsigned long long)n, (unsigned long long)n * 2, payload);
-            goto fail;
-        }
-        if (n * 2 != payload) {
-            fb_err("%s: corrupt: %zu bytes after the %llu tokens the header announces", path,
-                   payload - (size_t)n * 2, (unsigned long long)n);
-            goto fail;
-        }
-        s->has_header = 1;
-        s->vocab_size = (int)hvocab;
-        s->tokens = (const uint16_t *)(b + SHARD_HEADER_BYTES);
-        s->n = (size_t)n;
-    } else {
-        if (vocab <= 0) {
-            fb_err("%s: no FBLTOKS1 header; to read it as raw uint16 ids (llama2.c .bin) give the vocab "
-                   "size (e.g. --vocab 32000)", path);
-            goto fail;
-        }
-        if (size % 2) {
-            fb_err("%s: truncated: a raw uint16 token file must have an even size, this one has %zu bytes",
-                   path, size);
-            goto fail;
-        }
-        s->has_header = 0;
-        s->vocab_size = vocab;
-        s->tokens = (const uint16_t *)b;
-        s->n = size / 2;
-    }
-    size_t bad = first_bad_id(s->tokens, s->n, s->vocab_size);
-    if (bad < s->n) {
-        fb_err("%s: token %zu (byte offset %zu) has id %u, not below the vocab size %d", path, bad,
-               (size_t)((const unsigned char *)(s->tokens + bad) - b), s->tokens[bad], s->vocab_size);
-        goto fail;
-    }
     madvise(map, size, MADV_RANDOM);
     return 0;
-fail:
-    munmap(map, size);
-    s->map = NULL;
-    s->map_len = 0;
-    s->tokens = NULL;
-    s->n = 0;
-    return -1;
+}
+
+int shard_open_mem(shard *s, const void *data, size_t len, int vocab, const char *name) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", name);
+    if (vocab < 0 || vocab > 65536)
+        return fb_err("%s: vocab size %d cannot be stored as uint16 ids (1..65536)", name, vocab);
+    if (shard_parse(s, data, len, vocab, name)) {
+        s->tokens = NULL;
+        s->n = 0;
+        return -1;
+    }
+    return 0;
 }
 
 void shard_close(shard *s) {

@@ -24,6 +24,41 @@ static size_t rope_floats(const model_config *c) {
     return (size_t)c->seq_len * (size_t)(model_head_size(c) / 2) * 2;
 }
 
+/* The config of a header, checked against the file size: the file must hold exactly the
+ * tensors the header announces, so nothing is allocated that the file cannot fill. */
+static int check_header(const int32_t h[HDR_INTS], size_t fsize, const char *path, model_config *c, size_t *nrope) {
+    *c = (model_config){.dim = h[0], .hidden_dim = h[1], .n_layers = h[2], .n_heads = h[3],
+                        .n_kv_heads = h[4], .vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]), .seq_len = h[6],
+                        .tied = h[5] > 0};
+    if (h[5] == INT32_MIN || model_config_validate(c)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", h[5] == INT32_MIN ? "vocab is INT32_MIN" : fb_errmsg());
+        return fb_err("%s: impossible llama2.c header (dim %d, hidden %d, layers %d, heads %d, kv_heads %d, "
+                      "vocab %d, seq_len %d): %s",
+                      path, h[0], h[1], h[2], h[3], h[4], h[5], h[6], why);
+    }
+    /* model_config_validate bounds every size, so these products stay below 2^50 */
+    *nrope = rope_floats(c);
+    size_t expect = HDR_INTS * sizeof(int32_t) + (model_num_params(c) + *nrope) * sizeof(float);
+    if (fsize != expect)
+        return fb_err("%s: size %zu bytes does not match its header (dim %d, hidden %d, layers %d, heads %d, "
+                      "kv_heads %d, vocab %d, seq_len %d): expected %zu bytes — %s",
+                      path, fsize, h[0], h[1], h[2], h[3], h[4], h[5], h[6], expect,
+                      fsize < expect ? "the file is truncated" : "the file has trailing data");
+    return 0;
+}
+
+/* Weights are finite (NaN/Inf in a file is corruption, not a model). */
+static int check_finite(model *m, const char *path) {
+    size_t np = model_num_params(&m->cfg);
+    for (size_t i = 0; i < np; i++)
+        if (!isfinite(m->data[i])) {
+            model_free(m);
+            return fb_err("%s: corrupt: parameter %zu is not finite", path, i);
+        }
+    return 0;
+}
+
 int model_load_llama2c(model *m, const char *path) {
     memset(m, 0, sizeof *m);
     FILE *f = fopen(path, "rb");
@@ -36,26 +71,9 @@ int model_load_llama2c(model *m, const char *path) {
         return fb_err("%s: truncated: %lld bytes, shorter than the 28-byte llama2.c header", path,
                       (long long)st.st_size);
     }
-    model_config c = {.dim = h[0], .hidden_dim = h[1], .n_layers = h[2], .n_heads = h[3],
-                      .n_kv_heads = h[4], .vocab_size = abs(h[5]), .seq_len = h[6], .tied = h[5] > 0};
-    if (h[5] == INT32_MIN || model_config_validate(&c)) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", fb_errmsg());
-        fclose(f);
-        return fb_err("%s: impossible llama2.c header (dim %d, hidden %d, layers %d, heads %d, kv_heads %d, "
-                      "vocab %d, seq_len %d): %s",
-                      path, h[0], h[1], h[2], h[3], h[4], h[5], h[6], why);
-    }
-    size_t np = model_num_params(&c);
-    size_t nrope = rope_floats(&c);
-    size_t expect = sizeof h + (np + nrope) * sizeof(float);
-    if ((size_t)st.st_size != expect) {
-        fclose(f);
-        return fb_err("%s: size %lld bytes does not match its header (dim %d, hidden %d, layers %d, heads %d, "
-                      "kv_heads %d, vocab %d, seq_len %d): expected %zu bytes — %s",
-                      path, (long long)st.st_size, h[0], h[1], h[2], h[3], h[4], h[5], h[6], expect,
-                      (size_t)st.st_size < expect ? "the file is truncated" : "the file has trailing data");
-    }
+    model_config c;
+    size_t nrope;
+    if (check_header(h, (size_t)st.st_size, path, &c, &nrope)) { fclose(f); return -1; }
     if (model_create(m, &c)) { fclose(f); return -1; }
     model_tensor t[MODEL_MAX_TENSORS];
     int nt = model_tensors(&c, t);
@@ -68,12 +86,26 @@ int model_load_llama2c(model *m, const char *path) {
         model_free(m);
         return fb_err("%s: read failed", path);
     }
-    for (size_t i = 0; i < np; i++)
-        if (!isfinite(m->data[i])) {
-            model_free(m);
-            return fb_err("%s: corrupt: parameter %zu is not finite", path, i);
-        }
-    return 0;
+    return check_finite(m, path);
+}
+
+int model_load_llama2c_mem(model *m, const void *data, size_t len, const char *name) {
+    memset(m, 0, sizeof *m);
+    int32_t h[HDR_INTS];
+    if (len < sizeof h)
+        return fb_err("%s: truncated: %zu bytes, shorter than the 28-byte llama2.c header", name, len);
+    memcpy(h, data, sizeof h);
+    model_config c;
+    size_t nrope;
+    if (check_header(h, len, name, &c, &nrope)) return -1;
+    if (model_create(m, &c)) return -1;
+    model_tensor t[MODEL_MAX_TENSORS];
+    int nt = model_tensors(&c, t);
+    const unsigned char *src = (const unsigned char *)data + sizeof h; /* floats, maybe unaligned */
+    size_t shared = t[10].offset + t[10].numel;
+    memcpy(m->data, src, shared * sizeof(float));
+    if (nt == 12) memcpy(m->data + t[11].offset, src + (shared + nrope) * sizeof(float), t[11].numel * sizeof(float));
+    return check_finite(m, name);
 }
 
 int model_save_llama2c(const model *m, const char *path) {

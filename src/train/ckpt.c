@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fable/step.h"
 #include "fable/util.h"
 
 void ckpt_cfg_pack(const model_config *c, int32_t o[8]) {
@@ -61,6 +62,13 @@ int ckpt_save(const char *path, const ckpt_header *h, const float *params, const
     return ckpt_save_from(path, h, host_source, &src);
 }
 
+/* A fixed-size char field holds a NUL-terminated string (else printing it reads past the header). */
+static int has_nul(const char *s, size_t cap) { return memchr(s, 0, cap) != NULL; }
+
+/* Every header field a reader trusts, checked against the file size and against each other:
+ * the payload size must be exactly what the config needs, and the training shape (batch, seq,
+ * accum), which sizes the activations on resume, must be plausible for this model. So a
+ * corrupt or hostile header is an error naming the field, never an allocation it cannot justify. */
 static int check_header(const char *path, const ckpt_header *h, long long fsize) {
     if (memcmp(h->magic, CKPT_MAGIC, 8) != 0) return fb_err("%s: not a fable checkpoint (bad magic)", path);
     if (h->version != CKPT_VERSION)
@@ -70,6 +78,8 @@ static int check_header(const char *path, const ckpt_header *h, long long fsize)
                       sizeof *h);
     model_config c;
     ckpt_cfg_unpack(h->cfg, &c);
+    if (h->cfg[7] != 0 && h->cfg[7] != 1)
+        return fb_err("%s: corrupt checkpoint header: tied flag %d (must be 0 or 1)", path, h->cfg[7]);
     if (model_config_validate(&c)) {
         char why[1024];
         snprintf(why, sizeof why, "%s", fb_errmsg());
@@ -78,34 +88,54 @@ static int check_header(const char *path, const ckpt_header *h, long long fsize)
     if (h->n_params != model_num_params(&c))
         return fb_err("%s: corrupt checkpoint header: %llu parameters but the config needs %zu", path,
                       (unsigned long long)h->n_params, model_num_params(&c));
+    /* n_params <= 2^48 (model_config_validate's bounds), so this cannot overflow */
     long long want = (long long)(sizeof *h + payload_bytes(h) + sizeof(uint64_t));
     if (fsize != want)
         return fb_err("%s: checkpoint is %s: %lld bytes, expected %lld", path, fsize < want ? "truncated" : "too long",
                       fsize, want);
+    if (!has_nul(h->data_path, sizeof h->data_path) || !has_nul(h->tokenizer_path, sizeof h->tokenizer_path) ||
+        !has_nul(h->engine, sizeof h->engine))
+        return fb_err("%s: corrupt checkpoint header: a path or engine name is not NUL-terminated", path);
+    const train_hparams *hp = &h->hp;
+    if (hp->batch <= 0 || hp->batch > CKPT_MAX_BATCH || hp->seq <= 0 || hp->seq > c.seq_len || hp->accum <= 0 ||
+        hp->accum > STEP_MAX_ACCUM || hp->steps <= 0)
+        return fb_err("%s: corrupt checkpoint header: batch %d, seq %d, accum %d, steps %d (need 1..%d, 1..seq_len "
+                      "%d, 1..%d, >= 1)", path, hp->batch, hp->seq, hp->accum, hp->steps, CKPT_MAX_BATCH, c.seq_len,
+                      STEP_MAX_ACCUM);
+    if ((uint32_t)hp->sampler > LOADER_SEQUENTIAL || (uint32_t)hp->schedule > SCHED_COSINE ||
+        h->loader.kind > LOADER_SEQUENTIAL)
+        return fb_err("%s: corrupt checkpoint header: sampler %d, schedule %d, loader kind %u", path, hp->sampler,
+                      hp->schedule, h->loader.kind);
+    if (h->update < 0 || h->micro_steps < 0 || h->tokens_seen < 0 || h->threads < 0 || h->data_vocab < 0 ||
+        h->data_vocab > 65536)
+        return fb_err("%s: corrupt checkpoint header: negative counter or bad data vocab (update %lld, micro-steps "
+                      "%lld, tokens %lld, threads %d, data vocab %d)", path, (long long)h->update,
+                      (long long)h->micro_steps, (long long)h->tokens_seen, h->threads, h->data_vocab);
     return 0;
+}
+
+/* A header from the first bytes of a file of fsize bytes (size, magic, version, fields; no checksum). */
+static int header_from(const char *path, const void *head, size_t have, long long fsize, ckpt_header *h) {
+    if (have < sizeof *h) {
+        if (have >= 8 && memcmp(head, CKPT_MAGIC, 8) != 0) return fb_err("%s: not a fable checkpoint (bad magic)", path);
+        return fb_err("%s: checkpoint is truncated (%lld bytes, shorter than its header)", path, fsize);
+    }
+    memcpy(h, head, sizeof *h);
+    return check_header(path, h, fsize);
 }
 
 int ckpt_read_header(const char *path, ckpt_header *h) {
     FILE *f = fopen(path, "rb");
     if (!f) return fb_errno("%s: cannot open checkpoint", path);
     struct stat st;
-    fstat(fileno(f), &st);
-    if ((size_t)st.st_size < sizeof *h || fread(h, sizeof *h, 1, f) != 1) {
+    if (fstat(fileno(f), &st) != 0) {
         fclose(f);
-        if ((size_t)st.st_size >= 8) {
-            char mg[8];
-            FILE *g = fopen(path, "rb");
-            if (g && fread(mg, 8, 1, g) == 1 && memcmp(mg, CKPT_MAGIC, 8) != 0) {
-                fclose(g);
-                return fb_err("%s: not a fable checkpoint (bad magic)", path);
-            }
-            if (g) fclose(g);
-        }
-        return fb_err("%s: checkpoint is truncated (%lld bytes, shorter than its header)", path,
-                      (long long)st.st_size);
+        return fb_errno("%s: cannot stat checkpoint", path);
     }
+    unsigned char head[sizeof *h];
+    size_t have = fread(head, 1, sizeof head, f);
     fclose(f);
-    return check_header(path, h, (long long)st.st_size);
+    return header_from(path, head, have, (long long)st.st_size, h);
 }
 
 int ckpt_is_checkpoint(const char *path) {
@@ -117,11 +147,11 @@ int ckpt_is_checkpoint(const char *path) {
     return ok;
 }
 
-int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v) {
-    if (ckpt_read_header(path, h)) return -1;
-    FILE *f = fopen(path, "rb");
-    if (!f) return fb_errno("%s: cannot open checkpoint", path);
-    fseek(f, sizeof *h, SEEK_SET);
+/* The payload after a checked header: read(ctx, dst, n) fills dst with the next n bytes
+ * (0, or -1 + fb_err). Each requested array is allocated (only now that the file size has
+ * proved the header's n_params); the checksum covers all three in any case. */
+static int load_payload(const char *path, ckpt_header *h, float **params, float **m, float **v,
+                        int (*read)(void *ctx, void *dst, size_t n), void *ctx) {
     const size_t n = (size_t)h->n_params, nb = n * sizeof(float);
     float *bufs[3] = {NULL, NULL, NULL};
     float **outs[3] = {params, m, v};
@@ -131,21 +161,53 @@ int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float
     for (int i = 0; i < 3 && !rc; i++) {
         float *b = outs[i] ? (bufs[i] = fb_alloc(nb)) : (tmp ? tmp : (tmp = fb_alloc(nb)));
         if (!b) { rc = -1; break; }
-        if (fread(b, 1, nb, f) != nb) rc = fb_err("%s: checkpoint is truncated", path);
+        if (read(ctx, b, nb)) rc = -1;
         else sum = fb_hash64(sum, b, nb);
     }
     uint64_t stored = 0;
-    if (!rc && fread(&stored, sizeof stored, 1, f) != 1) rc = fb_err("%s: checkpoint is truncated", path);
+    if (!rc && read(ctx, &stored, sizeof stored)) rc = -1;
     if (!rc && stored != sum)
         rc = fb_err("%s: checkpoint is corrupt: checksum mismatch (stored %016llx, computed %016llx)", path,
                     (unsigned long long)stored, (unsigned long long)sum);
-    fclose(f);
     fb_free(tmp);
     for (int i = 0; i < 3; i++) {
         if (rc) fb_free(bufs[i]);
         else if (outs[i]) *outs[i] = bufs[i];
     }
     return rc;
+}
+
+typedef struct { FILE *f; const char *path; } file_src;
+static int file_read(void *ctx, void *dst, size_t n) {
+    file_src *s = ctx;
+    return fread(dst, 1, n, s->f) == n ? 0 : fb_err("%s: checkpoint is truncated", s->path);
+}
+
+typedef struct { const unsigned char *p, *end; const char *path; } mem_src;
+static int mem_read(void *ctx, void *dst, size_t n) {
+    mem_src *s = ctx;
+    if ((size_t)(s->end - s->p) < n) return fb_err("%s: checkpoint is truncated", s->path);
+    memcpy(dst, s->p, n);
+    s->p += n;
+    return 0;
+}
+
+int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v) {
+    if (ckpt_read_header(path, h)) return -1;
+    FILE *f = fopen(path, "rb");
+    if (!f) return fb_errno("%s: cannot open checkpoint", path);
+    file_src src = {f, path};
+    int rc = fseek(f, sizeof *h, SEEK_SET) != 0 ? fb_errno("%s: cannot seek", path)
+                                                : load_payload(path, h, params, m, v, file_read, &src);
+    fclose(f);
+    return rc;
+}
+
+int ckpt_load_mem(const void *data, size_t len, const char *name, ckpt_header *h, float **params, float **m,
+                  float **v) {
+    if (header_from(name, data, len, (long long)len, h)) return -1;
+    mem_src src = {(const unsigned char *)data + sizeof *h, (const unsigned char *)data + len, name};
+    return load_payload(name, h, params, m, v, mem_read, &src);
 }
 
 /* update number from "ckpt_NNNNNNNN.bin", -1 if the name does not match */

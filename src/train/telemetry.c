@@ -98,7 +98,7 @@ void tele_step(tele *t, const tele_step_rec *r) {
 }
 
 void tele_batch(tele *t, long long update, double loss, double lr, double grad_norm, double t_opt, double t_dw_wait,
-                double train_s, int accum, double tokens_per_s, long long tokens) {
+                double train_s, int accum, double tokens_per_s, long long tokens, double time_s) {
     tele_begin(t, "batch");
     tele_int(t, "batch", update);
     tele_num(t, "loss", loss);
@@ -110,6 +110,7 @@ void tele_batch(tele *t, long long update, double loss, double lr, double grad_n
     tele_num(t, "ms_per_step", train_s * 1e3 / accum);
     tele_num(t, "tokens_per_s", tokens_per_s);
     tele_int(t, "tokens", tokens);
+    tele_num(t, "time_s", time_s);
     tele_end(t);
 }
 
@@ -123,7 +124,8 @@ void tele_perf(tele *t, long long update, double gflops, double peak_gflops) {
     tele_end(t);
 }
 
-void tele_eval(tele *t, long long update, double val_loss, int batches, long long tokens, double seconds) {
+void tele_eval(tele *t, long long update, double val_loss, int batches, long long tokens, double seconds,
+               double time_s) {
     tele_begin(t, "eval");
     tele_int(t, "step", update);
     tele_num(t, "val_loss", val_loss);
@@ -131,6 +133,7 @@ void tele_eval(tele *t, long long update, double val_loss, int batches, long lon
     tele_int(t, "batches", batches);
     tele_int(t, "tokens", tokens);
     tele_num(t, "ms", seconds * 1e3);
+    tele_num(t, "time_s", time_s);
     tele_end(t);
 }
 

@@ -16,6 +16,7 @@
 #include "fable/engine.h"
 #include "fable/infer.h"
 #include "fable/plan.h"
+#include "fable/report.h"
 #include "fable/step.h"
 #include "fable/telemetry.h"
 #include "fable/tokenizer.h"
@@ -94,6 +95,8 @@ typedef struct {
     size_t n;
     ckpt_header h;          /* running state, saved as is */
     tele tl;
+    char log_path[4200];    /* where tl writes ("-" = stderr) */
+    report_run rep;         /* this run's totals for the end report; rep.t0 = the run's start */
     tokenizer *tok;
     char last_ckpt[4096];
     double peak;
@@ -196,6 +199,7 @@ static int save_checkpoint(run *r) {
     if (r->dp.rank == 0) ckpt_prune(r->o->out_dir, r->o->keep);
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
+    r->rep.ckpt_s += dt;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
     tele_ckpt(&r->tl, r->h.update, path, (long long)(sizeof(ckpt_header) + 3 * r->n * sizeof(float) + 8), dt);
     return 0;
@@ -234,15 +238,23 @@ static void do_eval(run *r) {
     double vl = evaluate(r, &nb);
     double dt = fb_now() - t0;
     r->h.timers.eval += dt;
+    r->rep.eval_s += dt;
     if (nb == 0) return;
     if (vl < r->h.best_val_loss || r->h.best_val_loss == 0) r->h.best_val_loss = (float)vl;
-    tele_eval(&r->tl, r->h.update, vl, nb, (long long)nb * r->o->hp.batch * r->o->hp.seq, dt);
+    tele_eval(&r->tl, r->h.update, vl, nb, (long long)nb * r->o->hp.batch * r->o->hp.seq, dt, fb_now() - r->rep.t0);
     if (!r->o->quiet) printf("update %lld | val loss %.4f | val ppl %.2f\n", (long long)r->h.update, vl, exp(vl));
 }
 
 /* A sample from the current weights (downloaded to the host: the edge), as the reference
  * dashboard: temperature 0.8, top-k 50, from BOS; seeded per update. */
+static void do_sample_timed(run *r);
 static void do_sample(run *r) {
+    double t0 = fb_now();
+    do_sample_timed(r);
+    r->rep.sample_s += fb_now() - t0;
+}
+
+static void do_sample_timed(run *r) {
     if (!r->tok || r->o->sample_tokens <= 0 || r->dp.rank != 0) return;
     model mv;
     if (model_create(&mv, &r->cfg)) return;
@@ -381,7 +393,6 @@ static int setup(run *r) {
     if (!(hp->lr >= 0) || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) || !(hp->eps > 0))
         return fb_err("invalid optimizer settings (lr %g, beta1 %g, beta2 %g, eps %g)", hp->lr, hp->beta1, hp->beta2,
                       hp->eps);
-    if (tele_open(&r->tl, o->log_path)) return -1;
     r->e = eng_create(o->engine, &(eng_opts){.threads = o->threads, .precision = o->precision, .device = 0});
     if (!r->e) return -1;
     char rpath[4096] = "";
@@ -412,6 +423,11 @@ static int setup(run *r) {
                           "SECONDS (it plans again) or --steps N", rpath);
     }
     if (check_space(r)) return -1;
+    /* telemetry: --log, else a file in the run folder, so that the terminal stays readable */
+    if (o->log_path) snprintf(r->log_path, sizeof r->log_path, "%s", o->log_path);
+    else if (o->out_dir) snprintf(r->log_path, sizeof r->log_path, "%s/train.jsonl", o->out_dir);
+    else snprintf(r->log_path, sizeof r->log_path, "-");
+    if (tele_open(&r->tl, r->log_path)) return -1;
     if (o->tokenizer_path) {
         r->tok = tok_load(o->tokenizer_path);
         if (!r->tok) return -1;
@@ -491,6 +507,17 @@ static void log_start(run *r) {
     tele_int(t, "train_tokens", (long long)r->train.n);
     tele_num(t, "peak_gflops", r->peak);
     tele_num(t, "flops_per_token", model_flops_per_token(&r->cfg, hp->seq));
+    /* what a follower (the dashboard, a plot) needs to find and describe the run */
+    const char *preset = report_preset_name(&r->cfg);
+    tele_str(t, "preset", preset ? preset : "");
+    tele_str(t, "recipe", r->o->recipe ? r->o->recipe : "");
+    tele_int(t, "pid", (long long)getpid());
+    tele_str(t, "out", r->o->out_dir ? r->o->out_dir : "");
+    tele_str(t, "log", r->log_path);
+    tele_str(t, "tokenizer", r->o->tokenizer_path ? r->o->tokenizer_path : "");
+    tele_str(t, "val", r->o->val_path ? r->o->val_path : "");
+    tele_num(t, "time_limit", r->o->time_limit);
+    report_start_fields(t, &r->cfg, hp->seq);
     tele_end(t);
 }
 
@@ -567,9 +594,12 @@ static void log_update(run *r, int u, float lr, const step_result *res, double d
     r->h.timers.cls += ph[ENG_PH_CLS];
     r->h.timers.rms += ph[ENG_PH_RMS];
     r->h.timers.opt += ph[ENG_PH_OPT];
+    double t_data = 0;
+    for (int k = 0; k < K; k++) t_data += r->t_data[k];
+    report_run_update(&r->rep, ph, t_data, dt, (long long)(N * K), step_flops(&r->cfg, hp->batch, hp->seq) * K);
     const double gflops = step_flops(&r->cfg, hp->batch, hp->seq) * K / dt / 1e9;
     tele_batch(&r->tl, u, res->loss_mean, lr, res->grad_norm, to[ENG_PH_OPT], to[ENG_PH_DW_WAIT], dt, K,
-               (double)N * K / dt, r->h.tokens_seen);
+               (double)N * K / dt, r->h.tokens_seen, fb_now() - r->rep.t0);
     tele_perf(&r->tl, u, gflops, r->peak * r->dp.world);
     if (r->dp.world > 1) { /* the gradient all-reduce of this update, as rank 0 saw it */
         tele *t = &r->tl;
@@ -696,6 +726,7 @@ int train_run(train_opts *o) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     stop_signal = 0;
+    report_run_begin(&r.rep, r.e->dw_async, r.peak);
     log_start(&r);
     if (!o->quiet)
         printf("training %zu parameters (%d layers, dim %d, vocab %d) on %s: %d x %d tokens x %d accum, %d updates, "
@@ -703,7 +734,12 @@ int train_run(train_opts *o) {
                r.n, r.cfg.n_layers, r.cfg.dim, r.cfg.vocab_size, o->train_path, B, T, K, hp->steps, r.e->name,
                eng_precision_name(r.e->precision), r.e->device, r.peak,
                r.dp.world > 1 ? " per process; data-parallel over the processes of mpirun" : "");
-    const double run_t0 = fb_now();
+    if (!o->quiet) {
+        report_start_print(stdout, &r.cfg, T);
+        if (strcmp(r.log_path, "-")) printf("telemetry: %s\n", r.log_path);
+        fflush(stdout);
+    }
+    const double run_t0 = r.rep.t0;
     double last_print = 0;
     int updates_this_run = 0;
     const char *stop_reason = "done";
@@ -775,6 +811,7 @@ int train_run(train_opts *o) {
     }
     char msg[2048] = "";
     if (rc) snprintf(msg, sizeof msg, "%s", fb_errmsg());
+    if (r.rep.updates > 0) report_end(&r.rep, fb_now() - run_t0, &r.tl, o->quiet ? NULL : stdout);
     tele_end_run(&r.tl, r.h.update, rc ? "error" : stop_reason, rc ? msg : NULL, r.h.last_loss, r.h.timers.total,
                  r.last_ckpt);
     if (!o->quiet && rc == 0)
