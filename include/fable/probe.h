@@ -139,7 +139,7 @@ typedef struct {
     size_t gemm_ws[PROBE_MAX_WS];
     double gemm_gflops[PROBE_MAX_WS];
     int ncliff;
-    struct {
+    struct probe_cliff {
         size_t lo, hi;         /* the throughput falls between these working sets */
         double drop;           /* bandwidth ratio across the cliff (before / after) */
         int level;             /* the cache it matches (1..3; 0: none within a factor of 4) */

@@ -60,5 +60,6 @@ int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_engines(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 
 #endif

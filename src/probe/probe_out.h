@@ -18,7 +18,7 @@
 #define PO_MAX_COLS 24
 #define PO_MAX_NOTES 16
 
-typedef struct {
+typedef struct probe_out {
     FILE *f;
     int json;
     int depth;                /* json: open objects */

@@ -158,13 +158,14 @@ int probe_weights(const probe_opts *o, probe_weights_result *r) {
     const int M = o->B * o->T, D = c->dim, F = c->hidden_dim, KVD = model_kv_dim(c);
     fb_rng rng;
     fb_rng_seed(&rng, 5);
-    struct { const char *name; int N, K; } sh[6];
+    typedef struct { const char *name; int N, K; } shape;
+    shape sh[6];
     int n = 0;
-    sh[n++] = (typeof(sh[0])){"wq/wo [D,D]", D, D};
-    if (KVD != D) sh[n++] = (typeof(sh[0])){"wk/wv [KVD,D]", KVD, D};
-    sh[n++] = (typeof(sh[0])){"w1/w3 [F,D]", F, D};
-    sh[n++] = (typeof(sh[0])){"w2 [D,F]", D, F};
-    sh[n++] = (typeof(sh[0])){"wcls [V,D]", c->vocab_size, D};
+    sh[n++] = (shape){"wq/wo [D,D]", D, D};
+    if (KVD != D) sh[n++] = (shape){"wk/wv [KVD,D]", KVD, D};
+    sh[n++] = (shape){"w1/w3 [F,D]", F, D};
+    sh[n++] = (shape){"w2 [D,F]", D, F};
+    sh[n++] = (shape){"wcls [V,D]", c->vocab_size, D};
     for (int i = 0; i < n; i++) {
         if (one_shape(&r->r[r->n], sh[i].name, M, sh[i].N, sh[i].K, o->quick, &rng)) {
             gemm_set_threads(0);
