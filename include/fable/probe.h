@@ -104,10 +104,12 @@ int probe_sched(const probe_opts *o, probe_sched_result *r);
 /* ---- roofline -------------------------------------------------------------------------- */
 typedef struct {
     int threads;
-    double peak1, peakn;       /* GFLOP/s: this probe's own FMA loop, 1 thread and all */
+    double peak1, peakn;       /* GFLOP/s: this probe's own FMA loop, 1 thread and all (wall clock) */
+    double peak_cpu1, peak_cpun; /* the same per second of CPU time each thread got (the hardware's roof) */
     double eng_peak;           /* the engine's peak (eng_peak_gflops: bench step's MFU denominator) */
     double bw_read, bw_write, bw_copy;  /* GB/s, all threads, buffers far larger than the caches */
     double bw_read1;           /* GB/s, one thread */
+    double bw_read1_cpu;       /* GB/s, one thread, per second of its CPU time */
     size_t bw_bytes;           /* the buffer size used */
     int nk;
     struct {
@@ -123,8 +125,14 @@ int probe_roofline_svg(const probe_roofline_result *r, const char *path);  /* 0 
 double probe_bw_read(size_t bytes, int threads, int reps);
 double probe_bw_write(size_t bytes, int threads, int reps);
 double probe_bw_copy(size_t bytes, int threads, int reps);
-/* Peak GFLOP/s of an FMA loop of the widest vectors the build targets, on `threads` threads. */
-double probe_fma_peak(int threads, int quick);
+/* One thread's read bandwidth per second of its CPU time (robust to a busy machine, as long
+ * as the others leave the memory bus alone). */
+double probe_bw_read_cpu(size_t bytes, int reps);
+/* Peak GFLOP/s of an FMA loop of the widest vectors the build targets, on `threads` threads
+ * (wall clock, best of many short runs); *per_cpu (may be NULL): the same FLOPs over each
+ * thread's own CPU time, summed: what the cores can do when the threads have them, however
+ * busy the machine is. */
+double probe_fma_peak(int threads, int quick, double *per_cpu);
 
 /* ---- cache ----------------------------------------------------------------------------- */
 #define PROBE_MAX_WS 48
@@ -133,7 +141,7 @@ typedef struct {
     char cache_src[64];        /* where they came from */
     int n;
     size_t ws[PROBE_MAX_WS];   /* working sets of the streaming sweep (bytes) */
-    double read_gbs[PROBE_MAX_WS];
+    double read_gbs[PROBE_MAX_WS];   /* per second of the thread's CPU time */
     int ng;
     int gemm_n[PROBE_MAX_WS];  /* square GEMMs n×n×n, working set 3n²·4 bytes */
     size_t gemm_ws[PROBE_MAX_WS];

@@ -2,7 +2,8 @@
  * throughput against working-set size, one thread (L1 and L2 are per core), across L1, L2,
  * L3 and memory.
  *   streaming: the read bandwidth of a buffer of the working set's size, read over and over
- *              (probe_mem.c), sizes 16 KB .. 256 MB in steps of √2 (2 with --quick);
+ *              (probe_mem.c), sizes 16 KB .. 256 MB in steps of √2 (2 with --quick), per second
+ *              of the thread's CPU time (so that a busy machine's time slices do not count);
  *   GEMM:      gemm_f32 on n×n×n (working set A + B + C = 12n² bytes), n = 32 .. 2896.
  * Cliffs are located on the streaming curve: adjacent steps where the bandwidth falls by more
  * than 12% are merged into one cliff (lo = the last size before it, hi = the first after),
@@ -93,7 +94,7 @@ int probe_cache(const probe_opts *o, probe_cache_result *r) {
     for (double ws = 16384; ws <= top * 1.01 && r->n < PROBE_MAX_WS; ws *= step) {
         size_t b = ((size_t)(ws + 0.5) + 255) & ~(size_t)255;
         r->ws[r->n] = b;
-        r->read_gbs[r->n] = probe_bw_read(b, 1, o->quick ? 2 : 3);
+        r->read_gbs[r->n] = probe_bw_read_cpu(b, o->quick ? 2 : 3);
         r->n++;
     }
     gemm_set_threads(1);

@@ -103,7 +103,7 @@ int probe_counters(const probe_opts *o, probe_counters_result *r) {
         double t1 = probe_kfix_time(f, k, 1, 1.0);
         int reps = t1 > 0 ? (int)((o->quick ? 0.01 : 0.05) / t1) : 1;
         if (reps < 1) reps = 1;
-        if (reps > 50) reps = 50;
+        if (reps > 2000) reps = 2000;
         if (navail) {
 #pragma omp parallel num_threads(nt)
             {
