@@ -91,11 +91,13 @@ int cmd_probe(int argc, char **argv) {
     for (int p = 0; p < P_COUNT && !rc; p++) {
         if (sel != P_COUNT && sel != p) continue;
         fflush(stdout);
+        const double tp = fb_now();
         switch (p) {
         case P_WEIGHTS: {
             probe_weights_result r;
             if ((rc = probe_weights(&o, &r))) break;
             probe_weights_print(&po, &r);
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             break;
         }
@@ -103,6 +105,7 @@ int cmd_probe(int argc, char **argv) {
             probe_counters_result *r = malloc(sizeof *r);
             if (!r || (rc = probe_counters(&o, r))) { rc = -1; free(r); break; }
             probe_counters_print(&po, r);
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             free(r);
             break;
@@ -115,6 +118,7 @@ int cmd_probe(int argc, char **argv) {
                 if ((rc = probe_roofline_svg(&r, svg))) break;
                 po_str(&po, "svg", "roofline plot written to", svg);
             }
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             break;
         }
@@ -122,6 +126,7 @@ int cmd_probe(int argc, char **argv) {
             probe_cache_result r;
             if ((rc = probe_cache(&o, &r))) break;
             probe_cache_print(&po, &r);
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             break;
         }
@@ -129,6 +134,7 @@ int cmd_probe(int argc, char **argv) {
             probe_dispatch_result r;
             if ((rc = probe_dispatch(&o, &r))) break;
             probe_dispatch_print(&po, &r);
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             break;
         }
@@ -136,6 +142,7 @@ int cmd_probe(int argc, char **argv) {
             probe_sched_result r;
             if ((rc = probe_sched(&o, &r))) break;
             probe_sched_print(&po, &r);
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
             po_end(&po);
             break;
         }

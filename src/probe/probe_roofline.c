@@ -27,6 +27,9 @@ static size_t llc_bytes(void) {
 /* The compute roof: the FMA rate the cores deliver when the threads have them (per CPU
  * second), unless the wall-clock one is higher (then the CPU clock undercounts). */
 static double roof_peak(const probe_roofline_result *r) { return r->peak_cpun > r->peakn ? r->peak_cpun : r->peakn; }
+/* The memory roof: all threads' read bandwidth, unless one thread alone did better per second of
+ * its CPU time (then the team was not getting its cores). */
+static double roof_bw(const probe_roofline_result *r) { return r->bw_read1_cpu > r->bw_read ? r->bw_read1_cpu : r->bw_read; }
 
 int probe_roofline(const probe_opts *o, probe_roofline_result *r) {
     memset(r, 0, sizeof *r);
@@ -39,7 +42,7 @@ int probe_roofline(const probe_opts *o, probe_roofline_result *r) {
     eng *e = eng_create("cpu", &(eng_opts){.threads = nt, .precision = -1});
     r->eng_peak = e ? eng_peak_gflops(e) : NAN;
     if (e) e->destroy(e);
-    size_t big = 8 * llc_bytes();
+    size_t big = 4 * llc_bytes();
     if (o->quick) big = 2 * llc_bytes();
     if (big > (512UL << 20)) big = 512UL << 20;
     r->bw_bytes = big;
@@ -56,9 +59,9 @@ int probe_roofline(const probe_opts *o, probe_roofline_result *r) {
         r->k[k].flops = ki->flops;
         r->k[k].bytes = ki->bytes;
         r->k[k].ai = ki->flops / ki->bytes;
-        r->k[k].sec = probe_kfix_time(f, k, o->quick ? 3 : 7, o->quick ? 0.1 : 0.5);
+        r->k[k].sec = probe_kfix_time(f, k, o->quick ? 3 : 7, o->quick ? 0.1 : 0.3);
         r->k[k].gflops = ki->flops / r->k[k].sec / 1e9;
-        double mem_roof = r->k[k].ai * r->bw_read, peak = roof_peak(r);
+        double mem_roof = r->k[k].ai * roof_bw(r), peak = roof_peak(r);
         r->k[k].roof = mem_roof < peak ? mem_roof : peak;
         r->k[k].frac = r->k[k].gflops / r->k[k].roof;
     }
@@ -82,7 +85,7 @@ void probe_roofline_print(probe_out *po, const probe_roofline_result *r) {
     po_num(po, "bw_read_1thread_cpu_gbs", "memory bandwidth, read, 1 thread, per CPU-second", r->bw_read1_cpu, "%.1f",
            "GB/s");
     po_num(po, "bw_buffer_mb", "buffer", r->bw_bytes / 1048576.0, "%.0f", "MiB");
-    po_num(po, "ridge_flop_per_byte", "ridge point (roof / read bandwidth)", roof_peak(r) / r->bw_read, "%.1f",
+    po_num(po, "ridge_flop_per_byte", "ridge point (compute roof / memory roof)", roof_peak(r) / roof_bw(r), "%.1f",
            "FLOP/byte");
     static const char *keys[] = {"kernel", "gflop", "mbytes", "ai", "ms", "gflops", "roof_gflops", "frac", "bound"};
     static const char *heads[] = {"kernel", "GFLOP", "MB", "FLOP/B", "ms", "GFLOP/s", "roof", "of roof", "bound"};
@@ -96,11 +99,12 @@ void probe_roofline_print(probe_out *po, const probe_roofline_result *r) {
         po_cell_num(po, r->k[k].gflops, "%.1f");
         po_cell_num(po, r->k[k].roof, "%.1f");
         po_cell_num(po, r->k[k].frac, "%.2f");
-        po_cell_str(po, r->k[k].ai * r->bw_read < roof_peak(r) ? "memory" : "compute");
+        po_cell_str(po, r->k[k].ai * roof_bw(r) < roof_peak(r) ? "memory" : "compute");
     }
     po_table_end(po);
-    po_note(po, "bytes are compulsory traffic (each operand once); roof = min(compute roof, FLOP/B x read "
-                "bandwidth); where the wall-clock peak is well below the per-CPU-second one, the threads were not "
+    po_note(po, "bytes are compulsory traffic (each operand once); roof = min(compute roof, FLOP/B x memory "
+                "roof); memory roof = the larger of the all-thread read bandwidth and one thread's per CPU-second; "
+                "where the wall-clock peak is well below the per-CPU-second one, the threads were not "
                 "getting their cores (a busy machine) and every wall-clock figure here is low by as much");
 }
 
@@ -108,6 +112,7 @@ void probe_roofline_print(probe_out *po, const probe_roofline_result *r) {
 int probe_roofline_svg(const probe_roofline_result *r, const char *path) {
     FILE *f = fopen(path, "w");
     if (!f) return fb_errno("%s: cannot write the roofline plot", path);
+    const double BW = roof_bw(r), BW1 = r->bw_read1_cpu > r->bw_read1 ? r->bw_read1_cpu : r->bw_read1;
     const double P = roof_peak(r), P1 = r->peak_cpu1 > r->peak1 ? r->peak_cpu1 : r->peak1;
     const double W = 860, H = 560, x0 = 80, y0 = 40, pw = 620, ph = 440; /* plot box */
     double xmin = 1.0 / 16, xmax = 1024, ymin = 0.5, ymax = 1024;
@@ -126,7 +131,7 @@ int probe_roofline_svg(const probe_roofline_result *r, const char *path) {
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
     fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"14\">fable probe roofline: %d threads, peak %.0f GFLOP/s, "
                "read %.1f GB/s</text>\n",
-            x0, r->threads, P, r->bw_read);
+            x0, r->threads, P, BW);
     /* grid at powers of ten (y) and of two (x) */
     for (double v = 1; v <= ymax; v *= 10)
         if (v >= ymin) {
@@ -143,18 +148,18 @@ int probe_roofline_svg(const probe_roofline_result *r, const char *path) {
             x0 + pw / 2, y0 + ph + 36);
     fprintf(f, "<text transform=\"translate(22 %.1f) rotate(-90)\" text-anchor=\"middle\">GFLOP/s</text>\n", y0 + ph / 2);
     /* roofs: memory slope up to the ridge, then flat; the 1-thread peak dashed */
-    const double ridge = P / r->bw_read;
-    double xa = xmin, ya = xa * r->bw_read;
-    if (ya < ymin) { ya = ymin; xa = ymin / r->bw_read; }
+    const double ridge = P / BW;
+    double xa = xmin, ya = xa * BW;
+    if (ya < ymin) { ya = ymin; xa = ymin / BW; }
     fprintf(f, "<polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\" points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f\"/>\n",
             PX(xa), PY(ya), PX(ridge), PY(P), PX(xmax), PY(P));
     fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#c0392b\" stroke-dasharray=\"5,4\"/>\n",
-            PX(P1 / r->bw_read1), PY(P1), PX(xmax), PY(P1));
+            PX(P1 / BW1), PY(P1), PX(xmax), PY(P1));
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\" text-anchor=\"end\">peak %.0f (all threads)</text>\n",
             x0 + pw - 4, PY(P) - 5, P);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\" text-anchor=\"end\">1 thread %.0f</text>\n", x0 + pw - 4,
             PY(P1) + 14, P1);
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\">%.1f GB/s</text>\n", PX(xa) + 6, PY(ya) - 8, r->bw_read);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\">%.1f GB/s</text>\n", PX(xa) + 6, PY(ya) - 8, BW);
     /* kernels, with a legend on the right */
     static const char *col[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"};

@@ -89,7 +89,7 @@ int probe_sched(const probe_opts *o, probe_sched_result *r) {
         for (int c = 0; c < nc; c++) r->ms[k][c] = NAN;
     }
     const int reps = o->quick ? 3 : 5;
-    const double max_s = o->quick ? 0.05 : 0.3;
+    const double max_s = o->quick ? 0.05 : 0.15;
     for (int oi = 0; oi < no; oi++) {
         probe_sched_cfg *c = &r->cfg[order[oi]];
         snprintf(c->label, sizeof c->label, "t%d%s%s%d", c->threads, c->competitor ? "+busy" : "", " nice ", c->nice);
