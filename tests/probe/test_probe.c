@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fable/engine.h"
 #include "fable/gemm.h"
@@ -111,18 +112,23 @@ static void test_roofline(void) {
     CHECK(cpu1 > 4 && cpu1 < 400, "1-thread FMA peak %g GFLOP/s is not physical", cpu1);
     CHECK(cpu2 > 1.5 * cpu1 && cpu2 < 2.5 * cpu1, "2 threads %g vs 1 thread %g", cpu2, cpu1);
     /* the engine's peak, the MFU denominator, against it: never above the hardware roof (else MFU
-     * would be flattered); equal to it when the thread had its core throughout (a quiet moment) */
+     * would be flattered); within 20% of it when the measuring thread had its core throughout
+     * (its CPU time ≈ the wall time: a quiet moment; on one thread the runs stay on this thread) */
     double e1 = 0, e2 = eng_cpu_measure_peak(2);
     int quiet = 0;
-    for (int a = 0; a < 3 && !quiet; a++) {
-        double c;
-        double w = probe_fma_peak(1, 1, &c);
+    for (int a = 0; a < 5 && !quiet; a++) {
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+        double w0 = fb_now();
         e1 = eng_cpu_measure_peak(1);
-        quiet = w > 0.85 * c && e1 > 0.85 * c;
-        cpu1 = fmax(cpu1, c);
+        double wall = fb_now() - w0;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        double cpu = (c1.tv_sec - c0.tv_sec) + 1e-9 * (c1.tv_nsec - c0.tv_nsec);
+        quiet = cpu > 0.95 * wall;
+        CHECK(e1 < 1.2 * cpu1, "engine 1-thread peak %g above the hardware roof %g", e1, cpu1);
     }
-    fprintf(stderr, "engine peak: 1 thread %.1f, 2 threads %.1f GFLOP/s (%s)\n", e1, e2, quiet ? "quiet" : "busy machine");
-    CHECK(e1 < 1.2 * cpu1, "engine 1-thread peak %g above the hardware roof %g", e1, cpu1);
+    fprintf(stderr, "engine peak: 1 thread %.1f, 2 threads %.1f GFLOP/s (%s)\n", e1, e2,
+            quiet ? "its thread had the core" : "busy machine: agreement not checked");
     CHECK(e2 < 1.2 * cpu2, "engine 2-thread peak %g above the hardware roof %g", e2, cpu2);
     if (quiet) CHECK(e1 > 0.8 * cpu1, "engine 1-thread peak %g far below the probe's %g on a quiet core", e1, cpu1);
     probe_roofline_result r;
