@@ -85,7 +85,7 @@ void po_end(probe_out *po) {
 void po_num(probe_out *po, const char *key, const char *label, double v, const char *fmt, const char *unit) {
     if (po->json) {
         member(po, key);
-        json_num(po->f, v, "%.6g");
+        json_num(po->f, v, "%.10g");
         return;
     }
     fprintf(po->f, "  %s: ", label);
@@ -143,7 +143,7 @@ static void cell(probe_out *po, const char *text, int is_num, double v, const ch
             fputc('{', po->f);
         }
         fprintf(po->f, "%s\"%s\":", po->col ? "," : "", po->keys[po->col]);
-        if (is_num) json_num(po->f, v, "%.6g");
+        if (is_num) json_num(po->f, v, "%.10g");
         else {
             fputc('"', po->f);
             po_json_escape(po->f, text);

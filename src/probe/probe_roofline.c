@@ -133,7 +133,7 @@ int probe_roofline_svg(const probe_roofline_result *r, const char *path) {
                "read %.1f GB/s</text>\n",
             x0, r->threads, P, BW);
     /* grid at powers of ten (y) and of two (x) */
-    for (double v = 1; v <= ymax; v *= 10)
+    for (double v = pow(10, floor(log10(ymin))); v <= ymax; v *= 10)
         if (v >= ymin) {
             fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x0, PY(v), x0 + pw, PY(v));
             fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", x0 - 6, PY(v) + 4, v);
