@@ -117,6 +117,19 @@ int ckpt_is_checkpoint(const char *path) {
     return ok;
 }
 
+int ckpt_magic_damaged(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char mg[8];
+    int bits = -1;
+    if (fread(mg, 8, 1, f) == 1) {
+        bits = 0;
+        for (int i = 0; i < 8; i++) bits += __builtin_popcount(mg[i] ^ (unsigned char)CKPT_MAGIC[i]);
+    }
+    fclose(f);
+    return bits >= 1 && bits <= 8;
+}
+
 int ckpt_load(const char *path, ckpt_header *h, float **params, float **m, float **v) {
     if (ckpt_read_header(path, h)) return -1;
     FILE *f = fopen(path, "rb");

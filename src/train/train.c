@@ -85,6 +85,8 @@ typedef struct {
     double peak;
     int32_t *in, *tg;       /* [K, N] the update's windows (host) */
     double *t_data;         /* [K] */
+    int lock_fd;            /* fb_lock_dir of the output folder, -1 when none is held */
+    float *rp, *rm, *rv;    /* resume: the checkpoint's params and moments (host), verified before use */
 } run;
 
 static void fill_header(run *r) {
@@ -105,11 +107,19 @@ static void fill_header(run *r) {
     snprintf(h->tokenizer_path, sizeof h->tokenizer_path, "%s", r->o->tokenizer_path ? r->o->tokenizer_path : "");
 }
 
-/* Streams parameters and moments from engine memory into the checkpoint, a slice at a time. */
+/* Streams parameters and moments from engine memory into the checkpoint, a slice at a time.
+ * A value that is not finite (the update that was just applied overflowed) stops the save:
+ * the file is not written, and the previous checkpoint stays the newest. */
 static int ckpt_source(void *ctx, int part, size_t off, size_t n, float *dst) {
-    step_ctx *s = ctx;
+    run *r = ctx;
+    step_ctx *s = &r->s;
     const float *src = part == 0 ? s->params : part == 1 ? s->m : s->v;
     s->e->download(s->e, dst, src + off, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return fb_err("%s %zu became %s at update %lld (phase: optimizer update)",
+                          part == 0 ? "parameter" : part == 1 ? "Adam first moment" : "Adam second moment", off + i,
+                          isnan(dst[i]) ? "NaN" : "infinite", (long long)r->h.update);
     return 0;
 }
 
@@ -119,7 +129,12 @@ static int save_checkpoint(run *r) {
     fill_header(r);
     char path[4096];
     ckpt_path(path, sizeof path, r->o->out_dir, r->h.update);
-    if (ckpt_save_from(path, &r->h, ckpt_source, &r->s)) return -1;
+    if (ckpt_save_from(path, &r->h, ckpt_source, r)) {
+        char why[1536];
+        snprintf(why, sizeof why, "%s", fb_errmsg());
+        return fb_err("checkpoint %s not written: %s; the last good checkpoint is %s", path, why,
+                      r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+    }
     ckpt_prune(r->o->out_dir, r->o->keep);
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
@@ -213,9 +228,10 @@ static int check_space(run *r) {
 /* The checkpoint to resume from decides the model and the trajectory. */
 static int setup_resume(run *r, char *rpath, size_t cap) {
     train_opts *o = r->o;
-    ckpt_header rh;
     if (ckpt_latest(o->resume_dir, rpath, cap)) return -1;
-    if (ckpt_read_header(rpath, &rh)) return -1;
+    /* the whole file is read and its checksum verified before its header decides the shapes */
+    if (ckpt_load(rpath, &r->h, &r->rp, &r->rm, &r->rv)) return -1;
+    const ckpt_header rh = r->h;
     ckpt_cfg_unpack(rh.cfg, &o->cfg);
     o->hp = rh.hp;
     if (o->resume_steps > 0) o->hp.steps = o->resume_steps;
@@ -258,15 +274,13 @@ static int setup_data(run *r) {
 /* Parameters and moments into engine memory: from the checkpoint, the --init model, or the seed. */
 static int setup_weights(run *r, const char *rpath, model *init) {
     train_opts *o = r->o;
-    memset(&r->h, 0, sizeof r->h);
-    if (o->resume_dir) {
-        float *p = NULL, *m = NULL, *v = NULL;
-        if (ckpt_load(rpath, &r->h, &p, &m, &v)) return -1;
-        step_set_params(&r->s, p);
-        step_set_moments(&r->s, m, v);
-        fb_free(p);
-        fb_free(m);
-        fb_free(v);
+    if (o->resume_dir) { /* r->h and the arrays were loaded by setup_resume */
+        step_set_params(&r->s, r->rp);
+        step_set_moments(&r->s, r->rm, r->rv);
+        fb_free(r->rp);
+        fb_free(r->rm);
+        fb_free(r->rv);
+        r->rp = r->rm = r->rv = NULL;
         if (r->h.data_tokens != r->train.n || r->h.data_vocab != r->train.vocab_size)
             return fb_err("%s does not match the data: it was trained on %s (%llu tokens, vocab %d), but --train %s "
                           "has %zu tokens, vocab %d",
@@ -275,8 +289,10 @@ static int setup_weights(run *r, const char *rpath, model *init) {
         if (loader_restore(&r->ld, &r->h.loader)) return -1;
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", rpath);
     } else if (init->data) {
+        memset(&r->h, 0, sizeof r->h);
         step_set_params(&r->s, init->data);
     } else {
+        memset(&r->h, 0, sizeof r->h);
         step_init_weights(&r->s, o->hp.seed);
     }
     return 0;
@@ -292,6 +308,12 @@ static int setup(run *r) {
     if (!(hp->lr >= 0) || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) || !(hp->eps > 0))
         return fb_err("invalid optimizer settings (lr %g, beta1 %g, beta2 %g, eps %g)", hp->lr, hp->beta1, hp->beta2,
                       hp->eps);
+    /* one run per folder, locked before anything in it (the log may live there) is opened */
+    const char *dir = o->out_dir ? o->out_dir : o->resume_dir;
+    if (dir) {
+        if (fb_mkdir_p(dir)) return -1;
+        if ((r->lock_fd = fb_lock_dir(dir)) < 0) return -1;
+    }
     if (tele_open(&r->tl, o->log_path)) return -1;
     r->e = eng_create(o->engine, &(eng_opts){.threads = o->threads, .precision = o->precision, .device = 0});
     if (!r->e) return -1;
@@ -344,6 +366,10 @@ static void teardown(run *r) {
     if (r->have_val || r->val.map) shard_close(&r->val);
     if (r->tok) tok_free(r->tok);
     tele_close(&r->tl);
+    fb_free(r->rp);
+    fb_free(r->rm);
+    fb_free(r->rv);
+    fb_unlock_dir(r->lock_fd);
 }
 
 static void log_start(run *r) {
@@ -458,6 +484,7 @@ int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
+    r.lock_fd = -1;
     int rc = setup(&r);
     if (rc) {
         char msg[2048];
@@ -468,10 +495,13 @@ int train_run(train_opts *o) {
     const train_hparams *hp = &o->hp;
     const int B = hp->batch, T = hp->seq, K = hp->accum;
     const size_t N = (size_t)B * T;
-    struct sigaction sa = {0}, old_int, old_term;
+    struct sigaction sa = {0}, old_int, old_term, old_xfsz, ign = {.sa_handler = SIG_IGN};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    /* past a file-size limit (ulimit -f) the write fails with EFBIG, which is reported, instead
+     * of SIGXFSZ ending the process without a word */
+    sigaction(SIGXFSZ, &ign, &old_xfsz);
     stop_signal = 0;
     log_start(&r);
     if (!o->quiet)
@@ -537,6 +567,7 @@ int train_run(train_opts *o) {
                r.last_ckpt[0] ? r.last_ckpt : "(none)");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGXFSZ, &old_xfsz, NULL);
     teardown(&r);
     return rc ? fb_err("%s", msg) : 0;
 }
