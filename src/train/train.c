@@ -81,7 +81,13 @@ typedef struct {
     ckpt_header h;          /* running state, saved as is */
     tele tl;
     tokenizer *tok;
-    char last_ckpt[4096];
+    char last_ckpt[4096];   /* the newest checkpoint written (or resumed from) */
+    int64_t last_ckpt_update;
+    /* The newest checkpoint whose weights gave a finite loss in the update after it: a
+     * checkpoint is only known good once the next forward pass has used its weights. Older
+     * checkpoints are pruned (--keep) only then, so a blow-up never leaves only bad ones. */
+    char good_ckpt[4096];
+    int prune_pending;
     double peak;
     int32_t *in, *tg;       /* [K, N] the update's windows (host) */
     double *t_data;         /* [K] */
@@ -133,12 +139,13 @@ static int save_checkpoint(run *r) {
         char why[1536];
         snprintf(why, sizeof why, "%s", fb_errmsg());
         return fb_err("checkpoint %s not written: %s; the last good checkpoint is %s", path, why,
-                      r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+                      r->good_ckpt[0] ? r->good_ckpt : "(none yet)");
     }
-    ckpt_prune(r->o->out_dir, r->o->keep);
+    r->prune_pending = 1;
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    r->last_ckpt_update = r->h.update;
     tele_ckpt(&r->tl, r->h.update, path, (long long)(sizeof(ckpt_header) + 3 * r->n * sizeof(float) + 8), dt);
     return 0;
 }
@@ -288,6 +295,7 @@ static int setup_weights(run *r, const char *rpath, model *init) {
                           o->train_path, r->train.n, r->train.vocab_size);
         if (loader_restore(&r->ld, &r->h.loader)) return -1;
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", rpath);
+        r->last_ckpt_update = r->h.update;
     } else if (init->data) {
         memset(&r->h, 0, sizeof r->h);
         step_set_params(&r->s, init->data);
@@ -412,6 +420,16 @@ static void log_start(run *r) {
     tele_end(t);
 }
 
+/* "the last good checkpoint is X", and the newer one that holds the weights which failed */
+static const char *good_ckpt_note(run *r, int u, char *buf, size_t cap) {
+    const char *good = r->good_ckpt[0] ? r->good_ckpt : "(none yet)";
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, r->good_ckpt) && r->last_ckpt_update == u - 1)
+        snprintf(buf, cap, "%s (%s holds the weights that led to it)", good, r->last_ckpt);
+    else
+        snprintf(buf, cap, "%s", good);
+    return buf;
+}
+
 /* One update: K micro-steps and AdamW queued on the engine (data for micro-step k+1 is read
  * while the engine works on k), then the one synchronisation. 0, or -1 + fb_err. */
 static int run_update(run *r, int u, float lr, step_result *res) {
@@ -428,6 +446,7 @@ static int run_update(run *r, int u, float lr, step_result *res) {
                                        .weight_decay = hp->weight_decay, .grad_clip = hp->grad_clip},
                    u, 1.0f / K);
     step_finish(&r->s, res);
+    char good[8400];
     for (int k = 0; k < K; k++)
         if (!isfinite(res->loss[k])) {
             char where[256];
@@ -435,12 +454,18 @@ static int run_update(run *r, int u, float lr, step_result *res) {
             return fb_err("loss became %s at update %d, micro-step %d (phase: %s); training stopped without saving; "
                           "the last good checkpoint is %s",
                           isnan(res->loss[k]) ? "NaN" : "infinite", u, k + 1, where,
-                          r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+                          good_ckpt_note(r, u, good, sizeof good));
         }
     if (!isfinite(res->grad_norm))
         return fb_err("gradient norm became %s at update %d (phase: backward); training stopped without saving; the "
                       "last good checkpoint is %s",
-                      isnan(res->grad_norm) ? "NaN" : "infinite", u, r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+                      isnan(res->grad_norm) ? "NaN" : "infinite", u, good_ckpt_note(r, u, good, sizeof good));
+    /* this update's forward passes used the weights of update u-1: its checkpoint is good */
+    if (r->last_ckpt[0] && r->last_ckpt_update == u - 1) {
+        snprintf(r->good_ckpt, sizeof r->good_ckpt, "%s", r->last_ckpt);
+        if (r->prune_pending && r->o->out_dir) ckpt_prune(r->o->out_dir, r->o->keep);
+        r->prune_pending = 0;
+    }
     return 0;
 }
 
@@ -553,6 +578,7 @@ int train_run(train_opts *o) {
     r.h.timers.total += fb_now() - run_t0;
     if (rc == 0) {
         if (r.h.update > 0 && save_checkpoint(&r)) rc = -1;
+        if (rc == 0 && r.prune_pending) ckpt_prune(o->out_dir, o->keep); /* the run ends well: keep the newest */
         if (rc == 0 && (!strcmp(stop_reason, "done") || !strcmp(stop_reason, "time_limit"))) {
             do_eval(&r);
             do_sample(&r);

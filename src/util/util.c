@@ -181,19 +181,22 @@ static int fsync_dir_of(const char *path) {
     return 0;
 }
 
-/* A file could not be created: when its folder has vanished (deleted under a running
+/* Creating or renaming a file failed: when its folder has vanished (deleted under a running
  * program), say so rather than the bare "No such file or directory". */
-static int create_failed(const char *file) {
+static int file_failed(const char *file, const char *what) {
     const int e = errno;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", file);
     struct stat st;
     if (e == ENOENT && stat(dirname(dir), &st) != 0)
-        return fb_err("%s: cannot create: its folder %s is gone (deleted or unmounted while fable was running)", file,
-                      dir);
+        return fb_err("%s: %s: its folder %s is gone (deleted or unmounted while fable was running)", file, what, dir);
+    if (e == ENOENT && stat(file, &st) != 0 && strstr(what, "rename"))
+        return fb_err("%s: %s: the file was deleted while fable wrote it (something is removing files in %s)", file,
+                      what, dir);
     errno = e;
-    return fb_errno("%s: cannot create", file);
+    return fb_errno("%s: %s", file, what);
 }
+static int create_failed(const char *file) { return file_failed(file, "cannot create"); }
 
 int fb_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
@@ -222,7 +225,7 @@ int fb_write_file_atomic(const char *path, const void *data, size_t len) {
     }
     close(fd);
     if (rename(tmp, path) != 0) {
-        fb_errno("%s: cannot rename to %s", tmp, path);
+        file_failed(tmp, "cannot rename it to the final name");
         unlink(tmp);
         return -1;
     }
@@ -303,7 +306,7 @@ int fb_atomic_commit(fb_atomic *a) {
     }
     a->f = NULL;
     if (rename(a->tmp, a->path) != 0) {
-        fb_errno("%s: cannot rename to %s", a->tmp, a->path);
+        file_failed(a->tmp, "cannot rename it to the final name");
         unlink(a->tmp);
         return -1;
     }
