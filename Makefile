@@ -35,6 +35,7 @@ TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
 
 REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
 ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+VG_OBJ   := $(LIB_SRC:%.c=build/vg/%.o)
 REL_TESTS  := $(TEST_SRC:tests/%.c=build/rel/tests/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=build/asan/tests/%)
 HEADERS  := $(shell find include src tests -name '*.h')
@@ -53,7 +54,7 @@ ifneq ($(wildcard $(NVCC)),)
 CUDA_SO  := build/libfable_cuda.so
 endif
 
-.PHONY: all asan tests test clean cuda
+.PHONY: all asan valgrind tests test clean cuda
 all: fable build/libfable.a $(REL_TESTS) $(CUDA_SO)
 cuda: $(CUDA_SO)
 
@@ -95,6 +96,17 @@ build/asan/fable: build/asan/src/cli/main.o build/asan/libfable.a
 	$(CC) $(CFLAGS_COMMON) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 asan: build/asan/fable $(ASAN_TESTS)
+
+# build/vg/fable: for valgrind memcheck (tests/cli/valgrind_train.sh). -O1 keeps the code close to
+# the source; x86-64-v3 (AVX2) because valgrind cannot run AVX-512 instructions.
+VGFLAGS = -O1 -march=x86-64-v3
+build/vg/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(VGFLAGS) -c -o $@ $<
+
+build/vg/fable: $(VG_OBJ) build/vg/src/cli/main.o
+	$(CC) $(CFLAGS_COMMON) $(VGFLAGS) -o $@ $(VG_OBJ) build/vg/src/cli/main.o $(LDLIBS)
+valgrind: build/vg/fable
 tests: $(REL_TESTS)
 
 test: all asan

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-make -j"$(nproc)" all asan
+make -j"$(nproc)" all asan valgrind
 bash tests/run.sh

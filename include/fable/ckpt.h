@@ -84,5 +84,8 @@ int ckpt_prune(const char *dir, int keep);
 void ckpt_path(char *out, size_t cap, const char *dir, int64_t update);
 /* Is this file a fable checkpoint (by magic)? */
 int ckpt_is_checkpoint(const char *path);
+/* Do the file's first 8 bytes differ from the magic in only a few bits (1..8)? Then it is a
+ * damaged checkpoint, not another format: a llama2.c header starts with two small int32s. */
+int ckpt_magic_damaged(const char *path);
 
 #endif

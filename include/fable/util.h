@@ -66,6 +66,14 @@ int fb_write_file_atomic(const char *path, const void *data, size_t len);
 int fb_fwrite(FILE *f, const void *p, size_t n, const char *path);
 int fb_mkdir_p(const char *path);
 
+/* One run per folder: an exclusive, non-blocking flock on "<dir>/.lock", which then holds the
+ * holder's pid. Returns the lock's file descriptor (keep it open for the whole run; closing it,
+ * or the process ending in any way, crashes and SIGKILL included, releases the lock), or -1 +
+ * fb_err naming the folder and the pid that holds it. The file itself stays behind: removing it
+ * would let two runs lock two different files of the same name. */
+int fb_lock_dir(const char *dir);
+void fb_unlock_dir(int fd);
+
 /* Streaming atomic write: data goes to "<path>.tmp.<pid>"; commit = flush, fsync, rename,
  * fsync the directory. On any error the temp file is removed and the old file is intact. */
 typedef struct {

@@ -62,5 +62,6 @@ int cmd_info(int argc, char **argv);
 int cmd_engines(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_dash(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 
 #endif

@@ -87,25 +87,32 @@ static int read_log(run_log *r) {
     while (!rc && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         int complete = len > 0 && line[len - 1] == '\n';
-        const char *ty = strstr(line, "\"type\":\"");
-        int want = ty && (!strncmp(ty + 8, "batch\"", 6) || !strncmp(ty + 8, "eval\"", 5) ||
-                          !strncmp(ty + 8, "start\"", 6));
-        if (!want && (ty || !complete)) continue; /* other records, or the line being written now */
-        if (!ty) {
-            if (strspn(line, " \t\r\n") == (size_t)len) continue;
-            rc = fb_err("%s:%ld: not a JSON-lines telemetry record (is this a `fable train` log?)", r->path, lineno);
-            break;
-        }
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        /* fable's records that no curve needs: skipped unparsed (a log holds one per micro-step) */
+        static const char *const skip[] = {"{\"type\":\"step\"", "{\"type\":\"perf\"", "{\"type\":\"sample\"",
+                                           "{\"type\":\"ckpt\"", "{\"type\":\"report\"", "{\"type\":\"end\""};
+        int skipped = 0;
+        for (size_t k = 0; k < sizeof skip / sizeof skip[0] && !skipped; k++)
+            skipped = !strncmp(line, skip[k], strlen(skip[k]));
+        if (skipped) continue;
         json_doc d;
         char where[4200];
         snprintf(where, sizeof where, "%s:%ld", r->path, lineno);
         if (json_parse(&d, line, (size_t)len, where)) { /* the message names the file and line */
-            if (complete) rc = -1; /* else a live run's half-written last line: not an error */
+            if (!complete) break; /* a live run's half-written last line: not an error */
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", fb_errmsg());
+            rc = fb_err("%s (is this a `fable train` log?)", msg);
             break;
         }
         const json_node *o = json_root(&d);
         const json_node *tn = json_get(&d, o, "type");
-        const char *type = tn && tn->type == JSON_STRING ? tn->str : "";
+        if (!tn || tn->type != JSON_STRING) {
+            json_free(&d);
+            rc = fb_err("%s: not a telemetry record (no \"type\"): is this a `fable train` log?", where);
+            break;
+        }
+        const char *type = tn->str;
         if (!strcmp(type, "start")) {
             double R = num(&d, o, "resumed_at");
             t_off = resume_at(r, isfinite(R) ? R : 0);

@@ -35,6 +35,8 @@ static const char *usage =
     "engine:\n" CLI_ENGINE_USAGE;
 
 static int mismatch(const char *ck, const char *flag, double want, double have) {
+    ckpt_header h; /* a damaged file explains the difference better than the flag does */
+    if (ckpt_load(ck, &h, NULL, NULL, NULL)) return -1;
     fb_err("%s does not match the request: it has %s %g, you asked for %g", ck, flag, have, want);
     return -1;
 }

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"sample", cmd_sample, "generate text from a checkpoint or a llama2.c .bin"},
     {"export", cmd_export, "checkpoint -> llama2.c .bin (+ tokenizer.bin)"},
     {"bench", cmd_bench, "benchmark training steps and kernels"},
+    {"probe", cmd_probe, "characterise the machine and engine: weights, counters, sched, roofline, cache, dispatch"},
     {"engines", cmd_engines, "list the engines of this build and whether each can run here"},
     {"plot", cmd_plot, "loss curves of training logs as an SVG chart"},
     {"dash", cmd_dash, "live terminal dashboard: launch a training run, or follow a log"},

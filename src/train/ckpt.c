@@ -147,6 +147,19 @@ int ckpt_is_checkpoint(const char *path) {
     return ok;
 }
 
+int ckpt_magic_damaged(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char mg[8];
+    int bits = -1;
+    if (fread(mg, 8, 1, f) == 1) {
+        bits = 0;
+        for (int i = 0; i < 8; i++) bits += __builtin_popcount(mg[i] ^ (unsigned char)CKPT_MAGIC[i]);
+    }
+    fclose(f);
+    return bits >= 1 && bits <= 8;
+}
+
 /* The payload after a checked header: read(ctx, dst, n) fills dst with the next n bytes
  * (0, or -1 + fb_err). Each requested array is allocated (only now that the file size has
  * proved the header's n_params); the checksum covers all three in any case. */

@@ -18,7 +18,12 @@ void model_file_threads(int threads) {
 
 int model_file_load(model *m, const char *path) {
     memset(m, 0, sizeof *m);
-    if (!ckpt_is_checkpoint(path)) return model_load_llama2c(m, path);
+    if (!ckpt_is_checkpoint(path)) {
+        if (ckpt_magic_damaged(path))
+            return fb_err("%s: corrupt checkpoint: its magic number is damaged (a few bits differ from \"%s\")", path,
+                          CKPT_MAGIC);
+        return model_load_llama2c(m, path);
+    }
     ckpt_header h;
     float *params = NULL;
     if (ckpt_load(path, &h, &params, NULL, NULL)) return -1;

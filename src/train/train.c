@@ -98,7 +98,13 @@ typedef struct {
     char log_path[4200];    /* where tl writes ("-" = stderr) */
     report_run rep;         /* this run's totals for the end report; rep.t0 = the run's start */
     tokenizer *tok;
-    char last_ckpt[4096];
+    char last_ckpt[4096];   /* the newest checkpoint written (or resumed from) */
+    int64_t last_ckpt_update;
+    /* The newest checkpoint whose weights gave a finite loss in the update after it: a
+     * checkpoint is only known good once the next forward pass has used its weights. Older
+     * checkpoints are pruned (--keep) only then, so a blow-up never leaves only bad ones. */
+    char good_ckpt[4096];
+    int prune_pending;
     double peak;
     int32_t *in, *tg;       /* [K, N] the update's windows (host) */
     double *t_data;         /* [K] */
@@ -110,6 +116,8 @@ typedef struct {
     double t_reduce;        /* seconds of the last gradient all-reduce */
     double plan_sum;        /* wall seconds of the updates measured for the time plan (the first left out) */
     int plan_n;             /* updates measured, the first included */
+    int lock_fd;            /* fb_lock_dir of the output folder, -1 when none is held */
+    float *rp, *rm, *rv;    /* resume: the checkpoint's params and moments (host), verified before use */
 } run;
 
 /* ---- the data-parallel job's view of an update ------------------------------------- */
@@ -178,11 +186,19 @@ static void fill_header(run *r) {
     snprintf(h->tokenizer_path, sizeof h->tokenizer_path, "%s", r->o->tokenizer_path ? r->o->tokenizer_path : "");
 }
 
-/* Streams parameters and moments from engine memory into the checkpoint, a slice at a time. */
+/* Streams parameters and moments from engine memory into the checkpoint, a slice at a time.
+ * A value that is not finite (the update that was just applied overflowed) stops the save:
+ * the file is not written, and the previous checkpoint stays the newest. */
 static int ckpt_source(void *ctx, int part, size_t off, size_t n, float *dst) {
-    step_ctx *s = ctx;
+    run *r = ctx;
+    step_ctx *s = &r->s;
     const float *src = part == 0 ? s->params : part == 1 ? s->m : s->v;
     s->e->download(s->e, dst, src + off, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return fb_err("%s %zu became %s at update %lld (phase: optimizer update)",
+                          part == 0 ? "parameter" : part == 1 ? "Adam first moment" : "Adam second moment", off + i,
+                          isnan(dst[i]) ? "NaN" : "infinite", (long long)r->h.update);
     return 0;
 }
 
@@ -193,14 +209,21 @@ static int save_checkpoint(run *r) {
     char path[4096];
     ckpt_path(path, sizeof path, r->o->out_dir, r->h.update);
     /* rank 0 alone writes; every rank learns whether it could */
-    int rc = r->dp.rank == 0 && ckpt_save_from(path, &r->h, ckpt_source, &r->s);
+    int rc = 0;
+    if (r->dp.rank == 0 && ckpt_save_from(path, &r->h, ckpt_source, r)) {
+        char why[1536];
+        snprintf(why, sizeof why, "%s", fb_errmsg());
+        rc = fb_err("checkpoint %s not written: %s; the last good checkpoint is %s", path, why,
+                    r->good_ckpt[0] ? r->good_ckpt : "(none yet)");
+    }
     if (dist_agree(&r->dp, rc))
         return rc ? -1 : fb_err("rank 0 could not write the checkpoint %s (its message says why)", path);
-    if (r->dp.rank == 0) ckpt_prune(r->o->out_dir, r->o->keep);
+    r->prune_pending = r->dp.rank == 0;
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
     r->rep.ckpt_s += dt;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    r->last_ckpt_update = r->h.update;
     tele_ckpt(&r->tl, r->h.update, path, (long long)(sizeof(ckpt_header) + 3 * r->n * sizeof(float) + 8), dt);
     return 0;
 }
@@ -305,9 +328,10 @@ static int check_space(run *r) {
 /* The checkpoint to resume from decides the model and the trajectory. */
 static int setup_resume(run *r, char *rpath, size_t cap) {
     train_opts *o = r->o;
-    ckpt_header rh;
     if (ckpt_latest(o->resume_dir, rpath, cap)) return -1;
-    if (ckpt_read_header(rpath, &rh)) return -1;
+    /* the whole file is read and its checksum verified before its header decides the shapes */
+    if (ckpt_load(rpath, &r->h, &r->rp, &r->rm, &r->rv)) return -1;
+    const ckpt_header rh = r->h;
     ckpt_cfg_unpack(rh.cfg, &o->cfg);
     o->hp = rh.hp;
     if (o->resume_steps > 0) o->hp.steps = o->resume_steps;
@@ -359,15 +383,13 @@ static int setup_data(run *r) {
 /* Parameters and moments into engine memory: from the checkpoint, the --init model, or the seed. */
 static int setup_weights(run *r, const char *rpath, model *init) {
     train_opts *o = r->o;
-    memset(&r->h, 0, sizeof r->h);
-    if (o->resume_dir) {
-        float *p = NULL, *m = NULL, *v = NULL;
-        if (ckpt_load(rpath, &r->h, &p, &m, &v)) return -1;
-        step_set_params(&r->s, p);
-        step_set_moments(&r->s, m, v);
-        fb_free(p);
-        fb_free(m);
-        fb_free(v);
+    if (o->resume_dir) { /* r->h and the arrays were loaded by setup_resume */
+        step_set_params(&r->s, r->rp);
+        step_set_moments(&r->s, r->rm, r->rv);
+        fb_free(r->rp);
+        fb_free(r->rm);
+        fb_free(r->rv);
+        r->rp = r->rm = r->rv = NULL;
         if (r->h.data_tokens != r->train.n || r->h.data_vocab != r->train.vocab_size)
             return fb_err("%s does not match the data: it was trained on %s (%llu tokens, vocab %d), but --train %s "
                           "has %zu tokens, vocab %d",
@@ -375,9 +397,12 @@ static int setup_weights(run *r, const char *rpath, model *init) {
                           o->train_path, r->train.n, r->train.vocab_size);
         if (loader_restore(&r->ld, &r->h.loader)) return -1;
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", rpath);
+        r->last_ckpt_update = r->h.update;
     } else if (init->data) {
+        memset(&r->h, 0, sizeof r->h);
         step_set_params(&r->s, init->data);
     } else {
+        memset(&r->h, 0, sizeof r->h);
         step_init_weights(&r->s, o->hp.seed);
     }
     return 0;
@@ -393,6 +418,13 @@ static int setup(run *r) {
     if (!(hp->lr >= 0) || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) || !(hp->eps > 0))
         return fb_err("invalid optimizer settings (lr %g, beta1 %g, beta2 %g, eps %g)", hp->lr, hp->beta1, hp->beta2,
                       hp->eps);
+    /* one run per folder, locked before anything in it (the log may live there) is opened;
+     * in a data-parallel job rank 0 alone writes there, and holds the lock */
+    const char *dir = o->out_dir ? o->out_dir : o->resume_dir;
+    if (dir && r->dp.rank == 0) {
+        if (fb_mkdir_p(dir)) return -1;
+        if ((r->lock_fd = fb_lock_dir(dir)) < 0) return -1;
+    }
     r->e = eng_create(o->engine, &(eng_opts){.threads = o->threads, .precision = o->precision, .device = 0});
     if (!r->e) return -1;
     char rpath[4096] = "";
@@ -467,6 +499,10 @@ static void teardown(run *r) {
     if (r->have_val || r->val.map) shard_close(&r->val);
     if (r->tok) tok_free(r->tok);
     tele_close(&r->tl);
+    fb_free(r->rp);
+    fb_free(r->rm);
+    fb_free(r->rv);
+    fb_unlock_dir(r->lock_fd);
 }
 
 static void log_start(run *r) {
@@ -521,6 +557,16 @@ static void log_start(run *r) {
     tele_end(t);
 }
 
+/* "the last good checkpoint is X", and the newer one that holds the weights which failed */
+static const char *good_ckpt_note(run *r, int u, char *buf, size_t cap) {
+    const char *good = r->good_ckpt[0] ? r->good_ckpt : "(none yet)";
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, r->good_ckpt) && r->last_ckpt_update == u - 1)
+        snprintf(buf, cap, "%s (%s holds the weights that led to it)", good, r->last_ckpt);
+    else
+        snprintf(buf, cap, "%s", good);
+    return buf;
+}
+
 /* One update: K micro-steps and AdamW queued on the engine (data for micro-step k+1 is read
  * while the engine works on k), then the one synchronisation. 0, or -1 + fb_err. */
 static int run_update(run *r, int u, float lr, step_result *res) {
@@ -547,6 +593,7 @@ static int run_update(run *r, int u, float lr, step_result *res) {
                    u, 1.0f / (K * W));
     step_finish(&r->s, res);
     exchange_update(r, res);
+    char good[8400];
     for (int j = 0; j < W * K; j++)
         if (!isfinite(r->g_loss[j])) {
             char where[256];
@@ -555,12 +602,18 @@ static int run_update(run *r, int u, float lr, step_result *res) {
             return fb_err("loss became %s at update %d, micro-step %d (phase: %s); training stopped without saving; "
                           "the last good checkpoint is %s",
                           isnan(r->g_loss[j]) ? "NaN" : "infinite", u, j + 1, where,
-                          r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+                          good_ckpt_note(r, u, good, sizeof good));
         }
     if (!isfinite(res->grad_norm))
         return fb_err("gradient norm became %s at update %d (phase: backward); training stopped without saving; the "
                       "last good checkpoint is %s",
-                      isnan(res->grad_norm) ? "NaN" : "infinite", u, r->last_ckpt[0] ? r->last_ckpt : "(none written yet)");
+                      isnan(res->grad_norm) ? "NaN" : "infinite", u, good_ckpt_note(r, u, good, sizeof good));
+    /* this update's forward passes used the weights of update u-1: its checkpoint is good */
+    if (r->last_ckpt[0] && r->last_ckpt_update == u - 1) {
+        snprintf(r->good_ckpt, sizeof r->good_ckpt, "%s", r->last_ckpt);
+        if (r->prune_pending && r->o->out_dir) ckpt_prune(r->o->out_dir, r->o->keep);
+        r->prune_pending = 0;
+    }
     return 0;
 }
 
@@ -707,6 +760,7 @@ int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
+    r.lock_fd = -1;
     if (dist_init(&r.dp)) return -1;
     if (r.dp.world > 1) job_options(&r);
     int rc = start_agree(&r, setup(&r));
@@ -721,10 +775,13 @@ int train_run(train_opts *o) {
     const train_hparams *hp = &o->hp;
     const int B = hp->batch, T = hp->seq, K = hp->accum * r.dp.world; /* the job's micro-steps per update */
     const size_t N = (size_t)B * T;
-    struct sigaction sa = {0}, old_int, old_term;
+    struct sigaction sa = {0}, old_int, old_term, old_xfsz, ign = {.sa_handler = SIG_IGN};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    /* past a file-size limit (ulimit -f) the write fails with EFBIG, which is reported, instead
+     * of SIGXFSZ ending the process without a word */
+    sigaction(SIGXFSZ, &ign, &old_xfsz);
     stop_signal = 0;
     report_run_begin(&r.rep, r.e->dw_async, r.peak);
     log_start(&r);
@@ -804,6 +861,7 @@ int train_run(train_opts *o) {
     r.h.timers.total += fb_now() - run_t0;
     if (rc == 0) {
         if (r.h.update > 0 && save_checkpoint(&r)) rc = -1;
+        if (rc == 0 && r.prune_pending) ckpt_prune(o->out_dir, o->keep); /* the run ends well: keep the newest */
         if (rc == 0 && (!strcmp(stop_reason, "done") || !strcmp(stop_reason, "time_limit"))) {
             do_eval(&r);
             do_sample(&r);
@@ -819,6 +877,7 @@ int train_run(train_opts *o) {
                r.last_ckpt[0] ? r.last_ckpt : "(none)");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGXFSZ, &old_xfsz, NULL);
     teardown(&r);
     const int rank = r.dp.rank, world = r.dp.world;
     dist_free(&r.dp);

@@ -89,6 +89,25 @@ static void xml_text(FILE *f, const char *s) {
     }
 }
 
+/* The nice ticks, for 4 to 8 wanted, whose axis wastes the least width around the data. */
+static int tight_ticks(double lo, double hi, double *ticks, int max, double *step, double *a, double *b) {
+    int best = 0;
+    double bspan = INFINITY;
+    for (int target = 4; target <= 8; target++) {
+        double t[64], st, x0, x1;
+        int n = svg_nice_ticks(lo, hi, target, t, 64, &st, &x0, &x1);
+        if (x1 - x0 < bspan * (1 - 1e-9) && n <= max) {
+            bspan = x1 - x0;
+            best = n;
+            memcpy(ticks, t, (size_t)n * sizeof *t);
+            *step = st;
+            *a = x0;
+            *b = x1;
+        }
+    }
+    return best;
+}
+
 /* ---- the chart --------------------------------------------------------------------------- */
 typedef struct {
     double x0, x1, y0, y1;   /* axis ranges (y in log10 units on a log axis) */
@@ -119,7 +138,7 @@ int svg_chart_write(FILE *f, const svg_chart *c, const svg_series *s, int ns) {
         }
     if (!(xmin <= xmax)) return fb_err("nothing to plot: no finite data point%s", c->log_y ? " above 0 (log scale)" : "");
     double xt[64], yt[64], xstep, ystep = 0;
-    int nx = svg_nice_ticks(xmin, xmax, 6, xt, 64, &xstep, &fr.x0, &fr.x1), ny;
+    int nx = tight_ticks(xmin, xmax, xt, 64, &xstep, &fr.x0, &fr.x1), ny;
     if (c->log_y) {
         if (!(ymax > ymin)) { ymin /= 1.5; ymax *= 1.5; }
         double pad = pow(ymax / ymin, 0.04);
@@ -127,7 +146,7 @@ int svg_chart_write(FILE *f, const svg_chart *c, const svg_series *s, int ns) {
         fr.y0 = log10(ymin / pad);
         fr.y1 = log10(ymax * pad);
     } else {
-        ny = svg_nice_ticks(ymin, ymax, 6, yt, 64, &ystep, &fr.y0, &fr.y1);
+        ny = tight_ticks(ymin, ymax, yt, 64, &ystep, &fr.y0, &fr.y1);
     }
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n", Wd, Ht, Wd, Ht);

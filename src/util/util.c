@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -31,9 +32,13 @@ int fb_errno(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    /* what the errno means for whoever runs fable, and what to do about it */
     const char *hint = "";
-    if (e == ENOSPC) hint = " (the disk is full: free space or choose another directory)";
-    else if (e == EACCES || e == EROFS) hint = " (not writable: choose another path)";
+    if (e == ENOSPC) hint = " (disk full: free space or choose another folder)";
+    else if (e == EDQUOT) hint = " (disk quota exceeded: free space or choose another folder)";
+    else if (e == EFBIG) hint = " (file too large: the file-size limit of this process, ulimit -f, or of the file system)";
+    else if (e == EROFS) hint = " (read-only file system: choose another folder)";
+    else if (e == EACCES || e == EPERM) hint = " (not writable: choose another path)";
     snprintf(err_buf, sizeof err_buf, "%s: %s%s", tmp, strerror(e), hint);
     return -1;
 }
@@ -176,11 +181,28 @@ static int fsync_dir_of(const char *path) {
     return 0;
 }
 
+/* Creating or renaming a file failed: when its folder has vanished (deleted under a running
+ * program), say so rather than the bare "No such file or directory". */
+static int file_failed(const char *file, const char *what) {
+    const int e = errno;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", file);
+    struct stat st;
+    if (e == ENOENT && stat(dirname(dir), &st) != 0)
+        return fb_err("%s: %s: its folder %s is gone (deleted or unmounted while fable was running)", file, what, dir);
+    if (e == ENOENT && stat(file, &st) != 0 && strstr(what, "rename"))
+        return fb_err("%s: %s: the file was deleted while fable wrote it (something is removing files in %s)", file,
+                      what, dir);
+    errno = e;
+    return fb_errno("%s: %s", file, what);
+}
+static int create_failed(const char *file) { return file_failed(file, "cannot create"); }
+
 int fb_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return fb_errno("%s: cannot create", tmp);
+    if (fd < 0) return create_failed(tmp);
     const char *p = data;
     size_t left = len;
     while (left) {
@@ -203,7 +225,7 @@ int fb_write_file_atomic(const char *path, const void *data, size_t len) {
     }
     close(fd);
     if (rename(tmp, path) != 0) {
-        fb_errno("%s: cannot rename to %s", tmp, path);
+        file_failed(tmp, "cannot rename it to the final name");
         unlink(tmp);
         return -1;
     }
@@ -251,7 +273,7 @@ int fb_atomic_begin(fb_atomic *a, const char *path) {
     snprintf(a->path, sizeof a->path, "%s", path);
     snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%d", path, (int)getpid());
     a->f = fopen(a->tmp, "wb");
-    if (!a->f) return fb_errno("%s: cannot create", a->tmp);
+    if (!a->f) return create_failed(a->tmp);
     return 0;
 }
 
@@ -284,9 +306,40 @@ int fb_atomic_commit(fb_atomic *a) {
     }
     a->f = NULL;
     if (rename(a->tmp, a->path) != 0) {
-        fb_errno("%s: cannot rename to %s", a->tmp, a->path);
+        file_failed(a->tmp, "cannot rename it to the final name");
         unlink(a->tmp);
         return -1;
     }
     return fsync_dir_of(a->path);
+}
+
+/* ---- one run per folder ------------------------------------------------------- */
+int fb_lock_dir(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fb_errno("%s: cannot create the lock file of the folder %s", path, dir);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        if (e != EWOULDBLOCK) {
+            errno = e;
+            return fb_errno("%s: cannot lock", path);
+        }
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        return fb_err("%s is in use by another run (%s%s holds %s): two runs in one folder would overwrite each "
+                      "other's checkpoints; wait for it to finish, stop it, or choose another --out",
+                      dir, pid[0] ? "process " : "another process", pid, path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) { /* the pid is for messages only */ }
+    return fd;
+}
+
+void fb_unlock_dir(int fd) {
+    if (fd >= 0) close(fd);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The libFuzzer harnesses (fuzz/, docs/testing.md "Fuzzing"): replay every input of the kept
 # corpus fuzz/corpus/<target>/ and every input that ever crashed (fuzz/crashers/<target>/),
-# then fuzz each target 3 s more from that corpus. A crash, sanitizer report (ASan, UBSan),
+# then fuzz each target 2 s more from that corpus. A crash, sanitizer report (ASan, UBSan),
 # leak, timeout (10 s), RSS over 2 GB or single allocation over 64 MB fails the test.
 # Skipped (77) without clang-14 and its libFuzzer runtime (libclang-rt-14-dev).
 set -u
@@ -38,9 +38,9 @@ for t in $TARGETS; do
       { grep -E "ERROR|SUMMARY|fuzz check|Running:" "$tmp/$t.crashers" | tail -8; fail "$t: an old crasher crashes again"; }
     c=$(grep -c "^Executed " "$tmp/$t.crashers")
   fi
-  # 3. a few seconds of new inputs, from the corpus
+  # 3. two seconds of new inputs, from the corpus
   mkdir -p "$tmp/new_$t"
-  "$bin" $FLAGS -max_total_time=3 -print_final_stats=1 -artifact_prefix="$tmp/" "$tmp/new_$t" "fuzz/corpus/$t" \
+  "$bin" $FLAGS -max_total_time=2 -print_final_stats=1 -artifact_prefix="$tmp/" "$tmp/new_$t" "fuzz/corpus/$t" \
     >"$tmp/$t.fuzz" 2>&1 ||
     { grep -E "ERROR|SUMMARY|fuzz check|Test unit" "$tmp/$t.fuzz" | head -8
       for a in "$tmp"/crash-* "$tmp"/leak-* "$tmp"/timeout-* "$tmp"/oom-*; do
@@ -48,7 +48,7 @@ for t in $TARGETS; do
       done
       fail "$t: fuzzing found a crash (fix the parser; the input stays in fuzz/crashers/$t/)"; }
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$tmp/$t.fuzz")
-  echo "$t: $n corpus inputs, $c crashers replayed; $execs new executions in 3 s"
+  echo "$t: $n corpus inputs, $c crashers replayed; $execs new executions in 2 s"
   total=$((total + n))
 done
 echo "fuzz: $total corpus inputs replayed, all targets clean"

@@ -104,7 +104,9 @@ expect_err() { # regex, args...
 }
 expect_err "$W/none.jsonl: cannot open the log" "$W/none.jsonl" --out "$W/x.svg"
 head -c 3000 "$W/train.bin" >"$W/bin.jsonl"
-expect_err "bin.jsonl:1: not a JSON-lines telemetry record" "$W/bin.jsonl" --out "$W/x.svg"
+expect_err "bin.jsonl:1: malformed JSON.*is this a .fable train. log" "$W/bin.jsonl" --out "$W/x.svg"
+echo '[1, 2]' >"$W/array.jsonl"
+expect_err "array.jsonl:1: not a telemetry record" "$W/array.jsonl" --out "$W/x.svg"
 grep -v '"type":"batch"' "$W/a/train.jsonl" >"$W/nobatch.jsonl"
 expect_err "nobatch.jsonl: no training records" "$W/nobatch.jsonl" --out "$W/x.svg"
 sed '5s/.*/{"type":"batch","batch":3,,}/' "$W/a/train.jsonl" >"$W/broken.jsonl"

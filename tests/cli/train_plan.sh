@@ -38,9 +38,14 @@ fi
 if [ "$WU" != 300 ] || [ "$N" -le $((P + 20)) ]; then
   echo "skipped part 2: the plan changed the warmup ($WU) or left too few updates ($N): machine too slow"; exit 0
 fi
-$RUN --time-limit $LIMIT --out $W/b --log $W/b.jsonl --stop-after $((P + 10)) >$W/b.out 2>&1 && \
-  [ "$(num $W/b.jsonl end reason)" = '"stop_after"' ] || { cat $W/b.out; fail "first half"; }
+$RUN --time-limit $LIMIT --out $W/b --log $W/b.jsonl --stop-after $((P + 10)) >$W/b.out 2>&1 || { cat $W/b.out; fail "first half"; }
+if [ "$(num $W/b.jsonl end reason)" != '"stop_after"' ] || ! grep -q '"type":"plan"' $W/b.jsonl; then
+  echo "skipped part 2: the second run ended $(num $W/b.jsonl end reason) before its plan and $((P + 10)) updates: machine too slow"; exit 0
+fi
 NB=$(num $W/b.jsonl plan steps)
+if [ "$(num $W/b.jsonl plan warmup)" != 300 ] || [ "$NB" -le $((P + 20)) ]; then
+  echo "skipped part 2: the second run's plan ($NB updates) changed the warmup or left too few: machine too slow"; exit 0
+fi
 ./fable train --resume $W/b --train $W/train.bin --log $W/b2.jsonl --quiet >$W/b2.out 2>&1 || { cat $W/b2.out; fail "resume"; }
 [ "$(num $W/b2.jsonl end step)" = "$NB" ] || fail "resumed run ended at $(num $W/b2.jsonl end step), its plan said $NB"
 grep -q '"type":"plan"' $W/b2.jsonl && fail "the resumed run planned again"

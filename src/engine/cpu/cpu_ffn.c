@@ -8,17 +8,21 @@
 #include "engine/cpu/cpu_internal.h"
 #include "engine/cpu/cpu_math.h"
 
+/* gate = silu(h1)⊙h3 over n elements (also timed alone by `fable probe`) */
+void cpu_swiglu(size_t n, const float *h1, const float *h3, float *gate) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float a = h1[i];
+        gate[i] = a / (1.0f + fb_expf(-a)) * h3[i];
+    }
+}
+
 void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *tp, float *x_out) {
     const int N = d->N, D = d->D, F = d->F;
     cpu_rmsnorm_rows(N, D, tp->x, w->rms_ffn, tp->xn, tp->rstd);
     mm_nt(N, F, D, tp->xn, D, w->w1, D, 0.0f, tp->h1, F);
     mm_nt(N, F, D, tp->xn, D, w->w3, D, 0.0f, tp->h3, F);
-    const size_t NF = (size_t)N * F;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < NF; i++) {
-        float a = tp->h1[i];
-        tp->gate[i] = a / (1.0f + fb_expf(-a)) * tp->h3[i];
-    }
+    cpu_swiglu((size_t)N * F, tp->h1, tp->h3, tp->gate);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
 }

@@ -65,6 +65,9 @@ void cpu_rmsnorm_bwd_rows(int N, int D, const float *x, const float *w, const fl
 /* Rotate pairs (2i, 2i+1) of each head of rows [N, heads·HS] by ±angle(pos = n mod T). */
 void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int inverse);
 
+/* gate = silu(h1)⊙h3 over n elements, parallel (cpu_ffn.c). */
+void cpu_swiglu(size_t n, const float *h1, const float *h3, float *gate);
+
 /* Causal attention core without GEMM calls, for small heads (cpu_attn_direct.c):
  * fwd fills att [N, D] and lse [B, NH, T]; bwd writes dq [N, D], dk, dv [N, KVD] from da. */
 void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,

@@ -4,6 +4,7 @@
  * Each thread runs 10 independent FMA chains (enough to cover FMA latency × ports
  * on current x86 cores) for a fixed number of iterations; peak = flops / wall time. */
 #include <omp.h>
+#include <stdlib.h>
 
 #include "engine/cpu/cpu_internal.h"
 #include "fable/util.h"
@@ -49,8 +50,10 @@ static const double flops_per_iter = 16 * 2;
 #endif
 
 double eng_cpu_measure_peak(int threads) {
-    /* 5 runs of ~30 ms each, best of them: a short probe is easily disturbed on a shared VM */
-    const long iters = 80000000;
+    /* 5 runs of ~30 ms each, best of them: a short probe is easily disturbed on a shared VM.
+     * FABLE_PEAK_ITERS shortens them (under valgrind, 4×10⁸ FMAs would take minutes). */
+    const char *e = getenv("FABLE_PEAK_ITERS");
+    const long iters = e && atol(e) >= 4 ? atol(e) : 80000000;
     volatile double sink = 0;
     double best = 0;
     for (int rep = 0; rep < 5; rep++) {
