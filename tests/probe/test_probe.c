@@ -116,7 +116,8 @@ static void test_roofline(void) {
      * (its CPU time ≈ the wall time: a quiet moment; on one thread the runs stay on this thread) */
     double e1 = 0, e2 = eng_cpu_measure_peak(2);
     int quiet = 0;
-    for (int a = 0; a < 5 && !quiet; a++) {
+    const int attempts = getenv("FABLE_TEST_QUICK") ? 1 : 5; /* each is ~0.2 s here, ~10 s under ASan */
+    for (int a = 0; a < attempts && !quiet; a++) {
         struct timespec c0, c1;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         double w0 = fb_now();
@@ -191,7 +192,14 @@ static void test_cache(void) {
     for (int i = 0; i < r.n; i++) CHECK(r.read_gbs[i] > 0.5 && r.read_gbs[i] < 5000, "%zu: %g GB/s", r.ws[i], r.read_gbs[i]);
     /* the smallest set (in L1) streams faster than the largest (in memory) */
     CHECK(r.read_gbs[0] > 1.5 * r.read_gbs[r.n - 1], "L1 %g vs memory %g GB/s", r.read_gbs[0], r.read_gbs[r.n - 1]);
+#if defined(__SANITIZE_ADDRESS__)
+    /* the sanitizer build runs the surrounding code at -O1 with checks: the curve's shape is not
+     * the machine's there (the release build checks it) */
+    fprintf(stderr, "sanitizer build: cliff positions not checked\n");
+    for (int l = 0; l < 0; l++) {
+#else
     for (int l = 0; l < 2; l++) {
+#endif
         if (!r.cache[l]) continue;
         int found = 0;
         for (int c = 0; c < r.ncliff; c++) {
