@@ -100,7 +100,7 @@ int probe_counters(const probe_opts *o, probe_counters_result *r) {
     r->nk = probe_kfix_count(f);
     for (int k = 0; k < r->nk; k++) {
         snprintf(r->kname[k], PROBE_NAME, "%s", probe_kfix_info(f, k)->name);
-        double t1 = probe_kfix_time(f, k, 1, 1.0);
+        double t1 = probe_kfix_time(f, k, 3, 0.5);
         int reps = t1 > 0 ? (int)((o->quick ? 0.01 : 0.05) / t1) : 1;
         if (reps < 1) reps = 1;
         if (reps > 2000) reps = 2000;
@@ -110,16 +110,23 @@ int probe_counters(const probe_opts *o, probe_counters_result *r) {
                 int t = omp_get_thread_num();
                 for (int i = 0; i < PROBE_NCTR; i++) {
                     fd[t][i] = r->ctr_ok[i] ? ctr_open(i, r->paranoid) : -1;
-                    if (fd[t][i] >= 0) {
-                        ioctl(fd[t][i], PERF_EVENT_IOC_RESET, 0);
-                        ioctl(fd[t][i], PERF_EVENT_IOC_ENABLE, 0);
-                    }
                 }
             }
         }
+        /* counting starts and stops here, from this thread (any thread may switch a counter):
+         * the window holds the kernel calls and nothing of the opening */
+        for (int t = 0; navail && t < nt; t++)
+            for (int i = 0; i < PROBE_NCTR; i++)
+                if (fd[t][i] >= 0) {
+                    ioctl(fd[t][i], PERF_EVENT_IOC_RESET, 0);
+                    ioctl(fd[t][i], PERF_EVENT_IOC_ENABLE, 0);
+                }
         double t0 = fb_now();
         for (int i = 0; i < reps; i++) probe_kfix_run(f, k);
         r->sec[k] = (fb_now() - t0) / reps;
+        for (int t = 0; navail && t < nt; t++)
+            for (int i = 0; i < PROBE_NCTR; i++)
+                if (fd[t][i] >= 0) ioctl(fd[t][i], PERF_EVENT_IOC_DISABLE, 0);
         for (int i = 0; i < PROBE_NCTR; i++) r->val[k][i] = r->ctr_ok[i] ? 0 : NAN;
         if (navail) {
 #pragma omp parallel num_threads(nt)
@@ -128,7 +135,6 @@ int probe_counters(const probe_opts *o, probe_counters_result *r) {
                 for (int i = 0; i < PROBE_NCTR; i++) {
                     val[t][i] = -1;
                     if (fd[t][i] < 0) continue;
-                    ioctl(fd[t][i], PERF_EVENT_IOC_DISABLE, 0);
                     long long v;
                     if (read(fd[t][i], &v, sizeof v) == (ssize_t)sizeof v) val[t][i] = v;
                     close(fd[t][i]);

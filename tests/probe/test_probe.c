@@ -116,7 +116,8 @@ static void test_roofline(void) {
      * (its CPU time ≈ the wall time: a quiet moment; on one thread the runs stay on this thread) */
     double e1 = 0, e2 = eng_cpu_measure_peak(2);
     int quiet = 0;
-    for (int a = 0; a < 5 && !quiet; a++) {
+    const int attempts = getenv("FABLE_TEST_QUICK") ? 1 : 5; /* each is ~0.2 s here, ~10 s under ASan */
+    for (int a = 0; a < attempts && !quiet; a++) {
         struct timespec c0, c1;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         double w0 = fb_now();
@@ -127,6 +128,9 @@ static void test_roofline(void) {
         quiet = cpu > 0.95 * wall;
         CHECK(e1 < 1.2 * cpu1, "engine 1-thread peak %g above the hardware roof %g", e1, cpu1);
     }
+#if defined(__SANITIZE_ADDRESS__)
+    quiet = 0; /* the sanitizer build's cpu_peak.c keeps its accumulators in checked memory: not the engine's speed */
+#endif
     fprintf(stderr, "engine peak: 1 thread %.1f, 2 threads %.1f GFLOP/s (%s)\n", e1, e2,
             quiet ? "its thread had the core" : "busy machine: agreement not checked");
     CHECK(e2 < 1.2 * cpu2, "engine 2-thread peak %g above the hardware roof %g", e2, cpu2);
@@ -191,7 +195,14 @@ static void test_cache(void) {
     for (int i = 0; i < r.n; i++) CHECK(r.read_gbs[i] > 0.5 && r.read_gbs[i] < 5000, "%zu: %g GB/s", r.ws[i], r.read_gbs[i]);
     /* the smallest set (in L1) streams faster than the largest (in memory) */
     CHECK(r.read_gbs[0] > 1.5 * r.read_gbs[r.n - 1], "L1 %g vs memory %g GB/s", r.read_gbs[0], r.read_gbs[r.n - 1]);
+#if defined(__SANITIZE_ADDRESS__)
+    /* the sanitizer build runs the surrounding code at -O1 with checks: the curve's shape is not
+     * the machine's there (the release build checks it) */
+    fprintf(stderr, "sanitizer build: cliff positions not checked\n");
+    for (int l = 0; l < 0; l++) {
+#else
     for (int l = 0; l < 2; l++) {
+#endif
         if (!r.cache[l]) continue;
         int found = 0;
         for (int c = 0; c < r.ncliff; c++) {
