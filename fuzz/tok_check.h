@@ -37,4 +37,16 @@ static inline void tok_check(tokenizer *t, const uint8_t *d, size_t n) {
     }
 }
 
+/* Load a tokenizer from the input's bytes (either format, detected by content): a refusal
+ * must leave a message; an accepted one must pass tok_check. */
+static inline void tok_check_bytes(const uint8_t *d, size_t n, const char *name) {
+    tokenizer *t = tok_load_mem(d, n, name);
+    if (!t) {
+        fuzz_check_error();
+        return;
+    }
+    tok_check(t, d, n);
+    tok_free(t);
+}
+
 #endif
