@@ -55,7 +55,8 @@ typedef struct {
     int32_t precision;          /* eng_precision it computed in */
     int32_t time_plan;          /* train_time_plan: 0 none, 1 pending (measuring), 2 planned (hp.steps fixed) */
     int32_t world_size;         /* processes of the data-parallel job that wrote it (0 in older files: 1) */
-    uint8_t reserved[28];
+    float dropout;              /* dropout rate of the run (0 in older files: none) */
+    uint8_t reserved[24];
 } ckpt_header;
 
 void ckpt_cfg_pack(const model_config *c, int32_t out[8]);

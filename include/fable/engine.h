@@ -56,9 +56,42 @@ extern "C" {
 typedef struct {
     int B, T, N;           /* N = B*T */
     int D, F, NH, NKV, HS, KVD, V;
+    /* Dropout of the call (training forward and backward only; eng_dims_make sets it off):
+     * inverted dropout at rate drop_p on the input of each output projection, att (before
+     * Wo) and gate (before W2). The mask is a pure function of (drop_seed, site, element
+     * index), eng_drop_mult below, so the backward recomputes it instead of storing it; the
+     * step sets drop_seed per update, micro-step and layer. Engines without e->dropout never
+     * see drop_p > 0 (step_set_dropout refuses). */
+    float drop_p;
+    uint32_t drop_seed;
 } eng_dims;
 
 void eng_dims_make(eng_dims *d, const model_config *c, int B, int T);
+
+/* ---- dropout masks --------------------------------------------------------------------
+ * Element i of a site's [N, width] tensor (i = n·width + j) is kept iff
+ *   hash(seed ^ site_salt, i) ≥ thresh,   thresh = round(p·2³²)   (P(drop) = p to 2⁻³²),
+ * and a kept element is scaled by 1/(1−p), so E[mask·x] = x. hash is a 32-bit integer mixer
+ * (two multiply-xorshift rounds, full avalanche), cheap enough to recompute in backward. */
+#define ENG_DROP_SITE_ATT 0x5bd1e995u  /* att, the input of Wo */
+#define ENG_DROP_SITE_GATE 0x27d4eb2fu /* gate, the input of W2 */
+static inline uint32_t eng_drop_hash(uint32_t seed, uint32_t i) {
+    uint32_t x = i * 0x9e3779b9u ^ seed;
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+static inline uint32_t eng_drop_thresh(float p) {
+    double t = (double)p * 4294967296.0;
+    return t >= 4294967295.0 ? 4294967295u : (uint32_t)(t + 0.5);
+}
+/* The multiplier of element i: 0 (dropped) or 1/(1−p) (kept). */
+static inline float eng_drop_mult(uint32_t site_seed, uint32_t thresh, float keep_scale, uint32_t i) {
+    return eng_drop_hash(site_seed, i) >= thresh ? keep_scale : 0.0f;
+}
 
 /* Saved activations ("taps") of the attention half of one layer. */
 typedef struct {
@@ -153,6 +186,7 @@ struct eng {
     size_t act_bytes;          /* bytes per element of "act" buffers: 4 or 2 */
     char device[128];          /* what it runs on, in words ("AMD EPYC ... (2 threads)", "NVIDIA H200") */
     double peak_gflops;        /* the peak MFU is measured against (0 = not known yet; see eng_peak_gflops) */
+    int dropout;               /* 1: the layer kernels apply eng_dims' dropout (else drop_p must stay 0) */
     void *impl;                /* engine-private state */
 
     /* ---- engine memory -----------------------------------------------------------------
@@ -205,10 +239,12 @@ struct eng {
      * fwdAttn: xn = RMSNorm(x_in)·rms_att; q,k,v = xn·Wq/k/vᵀ; RoPE on q,k (pairs
      * (2i,2i+1) per head, position n mod T); att = causal softmax(q·kᵀ/√HS)·v with GQA
      * (query head h reads kv head h/(NH/NKV)); x_out = x_in + att·Woᵀ.
+     * With dropout (d->drop_p > 0) att is stored masked, att ⊙ mask(ENG_DROP_SITE_ATT)/(1−p).
      * Fills every field of taps (taps->x must be x_in). */
     void (*attn_fwd)(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
                      eng_attn_taps *taps, float *x_out);
-    /* sdpaBwd1+2: from dy = dL/dx_out: da = dy·Wo; recompute P from q,k,lse;
+    /* sdpaBwd1+2: from dy = dL/dx_out: da = dy·Wo (⊙ the same mask/(1−p) under dropout);
+     * recompute P from q,k,lse;
      * dV = Pᵀ·da; dP = da·Vᵀ; dS = P⊙(dP − rowsum(P⊙dP))/√HS; dQ = dS·K; dK = dSᵀ·Q;
      * then RoPE backward (rotate by −angle) on dQ, dK. Writes g->da, dq, dk, dv. */
     void (*attn_bwd)(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
@@ -225,10 +261,11 @@ struct eng {
 
     /* ---- FFN half -------------------------------------------------------------
      * fwdFFN: xn = RMSNorm(x_in)·rms_ffn; h1 = xn·W1ᵀ; h3 = xn·W3ᵀ; gate = silu(h1)⊙h3;
-     * x_out = x_in + gate·W2ᵀ.  silu(a) = a·σ(a). */
+     * x_out = x_in + gate·W2ᵀ.  silu(a) = a·σ(a). Under dropout gate is stored masked,
+     * gate = silu(h1)⊙h3⊙mask(ENG_DROP_SITE_GATE)/(1−p). */
     void (*ffn_fwd)(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *taps,
                     float *x_out);
-    /* ffnBwd: dgate = dy·W2; dh1 = dgate⊙h3⊙silu'(h1), silu'(a) = σ(a)(1 + a(1−σ(a)));
+    /* ffnBwd: dgate = dy·W2 (⊙ mask/(1−p) under dropout); dh1 = dgate⊙h3⊙silu'(h1), silu'(a) = σ(a)(1 + a(1−σ(a)));
      * dh3 = dgate⊙silu(h1); dxn = dh1·W1 + dh3·W3; RMSNorm backward as in qkv_bwd into
      * dx = dy + ..., grad->rms_ffn +=. Writes g->dh1, g->dh3. */
     void (*ffn_bwd)(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *taps,

@@ -75,6 +75,8 @@ typedef struct {
     int n_micro;             /* micro-steps queued since the last step_finish */
     int opt_ran;
     float opt_scale;         /* grad_scale of the queued optimizer (the norm is reported after it) */
+    float drop_p;            /* dropout rate of the training micro-steps (0: none; never in step_loss) */
+    uint32_t drop_seed;      /* of the current update (step_set_dropout) */
     double (*sec)[ENG_PH_COUNT]; /* [K + 1] */
 } step_ctx;
 
@@ -93,6 +95,12 @@ void step_get_moments(step_ctx *s, float *m, float *v);
 void step_get_grads(step_ctx *s, float *host);
 void step_set_grads(step_ctx *s, const float *host);            /* tests */
 void step_get_losses(step_ctx *s, float *host);                 /* [N] of the last forward */
+
+/* Dropout (engine.h, eng_dims) at rate p for the micro-steps queued from now on, with masks
+ * drawn from seed (give each update, and each rank of a data-parallel job, its own seed;
+ * micro-step k and layer l mix into it). p = 0 turns it off; evaluation (step_loss) never
+ * drops. -1 + fb_err when p is outside [0, 0.9] or the engine has no dropout. */
+int step_set_dropout(step_ctx *s, float p, uint32_t seed);
 
 /* Forward only: mean loss over targets >= 0 (eval). Waits for the engine. */
 double step_loss(step_ctx *s, const int32_t *tok, const int32_t *tgt);

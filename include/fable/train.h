@@ -42,6 +42,9 @@ float train_lr(const train_hparams *h, int u);
 
 /* Recipe defaults: "ane" (the reference), "llama2c", or "budget" (training in a time budget). */
 int train_recipe(const char *name, train_hparams *h);
+/* The dropout rate of a recipe (0 for an unknown name). Kept beside train_hparams, whose
+ * layout is fixed by the checkpoint format (ckpt_header.dropout holds it there). */
+float train_recipe_dropout(const char *name);
 
 /* Options of one `fable train` run (not part of the trajectory). */
 typedef struct {
@@ -68,6 +71,7 @@ typedef struct {
     int seq_explicit;          /* --seq given: an error if it exceeds seq_len (else clamped) */
     int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */
     const char *recipe;        /* --recipe name, for the start record (NULL: none given, e.g. a resume) */
+    float dropout;             /* rate on att and gate (engine.h), training micro-steps only; part of the trajectory */
 } train_opts;
 
 void train_opts_defaults(train_opts *o);

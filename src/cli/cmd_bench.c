@@ -4,7 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "fable/engine.h"
@@ -14,11 +18,13 @@
 
 static const char *usage =
     "usage: fable bench step   (--preset P | --dim .. shape flags) [--batch B] [--seq T] [--accum K]\n"
-    "                          [--steps N] [--warmup N] [--json] [engine options]\n"
+    "                          [--steps N] [--warmup N] [--dropout P] [--contend N] [--json] [engine options]\n"
     "       fable bench kernels (same model options) [--reps N] [--only NAME] [--json] [engine options]\n"
     "step: times updates of the real training step (K micro-steps of forward+backward, then AdamW;\n"
     "      K = --accum, default 1) after warm-up; prints median, min and max ms per update, tokens/s,\n"
     "      GFLOP/s and MFU against the engine's peak, and the engine's per-phase breakdown.\n"
+    "      --contend N runs N CPU-bound processes (busy loops, like `while :; do :; done`) beside the\n"
+    "      timed updates, as a user's machine that runs something else (the peak is measured before).\n"
     "kernels: each engine kernel alone (the cpu GEMM's shapes: bench/bench_gemm).\n"
     "engine options:\n" CLI_ENGINE_USAGE;
 
@@ -81,23 +87,55 @@ static void fix_free(bench_fix *f) {
     }
 }
 
+/* n busy-loop child processes (killed by contenders_stop); returns how many started */
+static int contenders_start(int n, pid_t *pids) {
+    int k = 0;
+    for (; k < n; k++) {
+        pid_t p = fork();
+        if (p < 0) break;
+        if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
+            volatile unsigned long spin = 0;
+            for (;;) spin++;
+        }
+        pids[k] = p;
+    }
+    return k;
+}
+
+static void contenders_stop(int n, const pid_t *pids) {
+    for (int k = 0; k < n; k++) kill(pids[k], SIGKILL);
+    for (int k = 0; k < n; k++) waitpid(pids[k], NULL, 0);
+}
+
 static int bench_step(cli_args *a) {
     model_config c;
     if (parse_model(a, &c)) return cli_fail(a, NULL);
     int B = (int)cli_int(a, "--batch", 1), T = (int)cli_int(a, "--seq", 256), K = (int)cli_int(a, "--accum", 1);
     int steps = (int)cli_int(a, "--steps", 5), warm = (int)cli_int(a, "--warmup", 2);
     int json = cli_flag(a, "--json");
+    const int contend = (int)cli_int(a, "--contend", 0);
+    const float dropout = (float)cli_float(a, "--dropout", 0);
     const char *engine;
     eng_opts eo;
     if (cli_engine(a, &engine, &eo)) return 2;
     if (cli_finish(a)) return 2;
     if (steps <= 0 || warm < 0 || K <= 0) return cli_fail(a, "--steps and --accum must be positive, --warmup >= 0");
+    if (contend < 0 || contend > 64) return cli_fail(a, "--contend %d must be in 0..64", contend);
     bench_fix f;
     if (fix_init(&f, &c, B, T, K, engine, &eo)) { cli_fail(a, NULL); fix_free(&f); return 1; }
+    if (step_set_dropout(&f.s, dropout, 1)) { cli_fail(a, NULL); fix_free(&f); return 1; }
     eng *e = f.e;
     step_ctx *s = &f.s;
     const optim_cfg oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
-    double peak = eng_peak_gflops(e);
+    double peak = eng_peak_gflops(e); /* before any contender starts */
+    pid_t pids[64];
+    const int ncont = contenders_start(contend, pids);
+    if (ncont < contend) {
+        contenders_stop(ncont, pids);
+        fix_free(&f);
+        return cli_fail(a, "could not start %d busy processes", contend);
+    }
     double *ms = malloc(steps * sizeof(double));
     double ph[ENG_PH_COUNT] = {0};
     step_result res;
@@ -113,6 +151,7 @@ static int bench_step(cli_args *a) {
                 for (int p = 0; p < ENG_PH_COUNT; p++) ph[p] += res.sec[k][p];
         }
     }
+    contenders_stop(ncont, pids);
     qsort(ms, steps, sizeof *ms, cmp_d);
     double med = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
     double flops = step_flops(&c, B, T) * K;
@@ -126,16 +165,17 @@ static int bench_step(cli_args *a) {
                "\"threads\":%d,\"steps\":%d,\"ms_median\":%.3f,\"ms_min\":%.3f,\"ms_max\":%.3f,\"tokens_per_s\":%.1f,"
                "\"gflops\":%.2f,\"peak_gflops\":%.2f,\"mfu_pct\":%.2f,\"flops_per_step\":%.6g,\"peak_rss_mb\":%ld,"
                "\"t_fwd\":%.3f,\"t_bwd\":%.3f,\"t_dw\":%.3f,\"t_dw_wait\":%.3f,\"t_cls\":%.3f,\"t_rms\":%.3f,"
-               "\"t_opt\":%.3f,\"dw_async\":%d}\n",
+               "\"t_opt\":%.3f,\"dw_async\":%d,\"contend\":%d,\"dropout\":%g}\n",
                e->name, eng_precision_name(e->precision), e->device, c.dim, c.n_layers, c.vocab_size, s->n, B, T, K,
                e->threads, steps, med, ms[0], ms[steps - 1], tps, gf, peak, mfu, flops, peak_rss_mb(),
                ph[ENG_PH_FWD] * k, ph[ENG_PH_BWD] * k, ph[ENG_PH_DW] * k, ph[ENG_PH_DW_WAIT] * k, ph[ENG_PH_CLS] * k,
-               ph[ENG_PH_RMS] * k, ph[ENG_PH_OPT] * k, e->dw_async);
+               ph[ENG_PH_RMS] * k, ph[ENG_PH_OPT] * k, e->dw_async, contend, dropout);
     } else {
         printf("model dim %d, %d layers, vocab %d: %zu parameters; batch %d x seq %d x accum %d; engine %s (%s) on %s\n",
                c.dim, c.n_layers, c.vocab_size, s->n, B, T, K, e->name, eng_precision_name(e->precision), e->device);
         printf("update (%d x fwd+bwd, AdamW), %d timed after %d warm-up: median %.2f ms, min %.2f, max %.2f\n", K,
                steps, warm, med, ms[0], ms[steps - 1]);
+        if (contend || dropout > 0) printf("beside %d busy process%s; dropout %g\n", contend, contend == 1 ? "" : "es", dropout);
         printf("%.0f tokens/s, %.1f GFLOP/s of %.1f peak = %.1f%% MFU (%.4g FLOP per update)\n", tps, gf, peak, mfu,
                flops);
         printf("per update: forward %.2f ms | backward dx %.2f | weight grads %.2f%s (waited for: %.2f) | "

@@ -22,7 +22,7 @@ static const char *usage =
     "        0.9/0.99, lr 2e-3, wd 0.01, clip 1, warmup 100, cosine to lr/10); every value can be overridden:\n"
     "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|constant\n"
     "  --optimizer adamw|adam --beta1 X --beta2 X --eps X --weight-decay X --grad-clip X (0 = off)\n"
-    "  --sampler random|shuffled|sequential --seed S\n"
+    "  --sampler random|shuffled|sequential --seed S --dropout P (on the inputs of Wo and W2; training only)\n"
     "data: --train SHARD --val SHARD [--data-vocab V for raw headerless uint16 files]\n"
     "run:  --out DIR (checkpoints, default out) --ckpt-every N (100) --keep K (3) --log FILE (JSON lines;\n"
     "      default OUT/train.jsonl; - = stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
@@ -111,6 +111,7 @@ int cmd_train(int argc, char **argv) {
         hp->sampler = k;
     }
     if (cli_has(&a, "--seed")) hp->seed = (uint64_t)cli_int(&a, "--seed", 0);
+    o.dropout = (float)cli_float(&a, "--dropout", train_recipe_dropout(recipe));
     /* data and run */
     o.train_path = cli_str(&a, "--train", NULL);
     o.val_path = cli_str(&a, "--val", NULL);
@@ -155,6 +156,8 @@ int cmd_train(int argc, char **argv) {
         for (int i = 0; i < 7; i++)
             if (hf_given[i] && *hp_floats[i] != *h_floats[i])
                 { mismatch(path, hf_flags[i], *hp_floats[i], *h_floats[i]); return cli_fail(&a, NULL); }
+        if (cli_has(&a, "--dropout") && o.dropout != h.dropout)
+            { mismatch(path, "--dropout", o.dropout, h.dropout); return cli_fail(&a, NULL); }
         o.resume_steps = hp_given[3] ? hp->steps : 0;
     }
     if (train_run(&o)) return cli_fail(&a, NULL);

@@ -68,4 +68,6 @@ void eng_dims_make(eng_dims *d, const model_config *c, int B, int T) {
     d->HS = c->dim / c->n_heads;
     d->KVD = d->NKV * d->HS;
     d->V = c->vocab_size;
+    d->drop_p = 0.0f;
+    d->drop_seed = 0;
 }

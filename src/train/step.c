@@ -176,8 +176,24 @@ static int upload_batch(step_ctx *s, const int32_t *tok, const int32_t *tgt) {
     return nv;
 }
 
-/* Embedding, L × (attention, FFN), final RMSNorm, timed as record rec. */
-static void forward(step_ctx *s, int rec) {
+int step_set_dropout(step_ctx *s, float p, uint32_t seed) {
+    if (!(p >= 0.0f && p <= 0.9f)) return fb_err("dropout %g must be in [0, 0.9]", p);
+    if (p > 0 && !s->e->dropout) return fb_err("the %s engine has no dropout (use --dropout 0)", s->e->name);
+    s->drop_p = p;
+    s->drop_seed = seed;
+    return 0;
+}
+
+/* The dropout of layer l in micro-step k (train) or none, into s->d for the layer calls that
+ * follow (the backward sets the same seed again, so the masks match). */
+static void set_layer_dropout(step_ctx *s, int train, int k, int l) {
+    s->d.drop_p = train ? s->drop_p : 0.0f;
+    s->d.drop_seed = train ? eng_drop_hash(s->drop_seed, (uint32_t)(k * 65536 + l)) : 0;
+}
+
+/* Embedding, L × (attention, FFN), final RMSNorm, timed as record rec; with the step's
+ * dropout when train (micro-step rec). */
+static void forward(step_ctx *s, int rec, int train) {
     eng *e = s->e;
     const eng_dims *d = &s->d;
     const int L = s->cfg.n_layers;
@@ -186,9 +202,11 @@ static void forward(step_ctx *s, int rec) {
     for (int l = 0; l < L; l++) {
         model_layer lw;
         model_layer_view(&s->cfg, &s->pw, l, &lw);
+        set_layer_dropout(s, train, rec, l);
         e->attn_fwd(e, d, &lw, s->rope, &s->attn[l], s->ffn[l].x);
         e->ffn_fwd(e, d, &lw, &s->ffn[l], s->res + (size_t)(2 * l + 2) * d->N * d->D);
     }
+    set_layer_dropout(s, 0, 0, 0);
     e->phase(e, rec, ENG_PH_RMS);
     e->rmsnorm_fwd(e, d->N, d->D, s->res + (size_t)2 * L * d->N * d->D, s->pw.rms_final, s->xf, s->xf_rstd);
 }
@@ -196,7 +214,7 @@ static void forward(step_ctx *s, int rec) {
 double step_loss(step_ctx *s, const int32_t *tok, const int32_t *tgt) {
     eng *e = s->e;
     int nv = upload_batch(s, tok, tgt);
-    forward(s, 0);
+    forward(s, 0, 0);
     e->phase(e, 0, ENG_PH_CLS);
     e->cls_loss(e, &s->d, s->xf, s->pw.wcls, s->tgt, 1.0f, s->losses, s->stats, NULL, NULL, 0);
     e->phase(e, 0, -1);
@@ -221,7 +239,7 @@ static void micro_step(void *arg) {
     const eng_dims *d = &s->d;
     const int L = s->cfg.n_layers, k = m->k, nv = m->nv, acc = k > 0;
     const size_t ND = (size_t)d->N * d->D;
-    forward(s, k);
+    forward(s, k, 1);
     if (nv == 0) { /* no valid target: the gradient of this micro-batch is zero; the loss sum is 0 */
         e->phase(e, k, ENG_PH_CLS);
         e->cls_loss(e, d, s->xf, s->pw.wcls, s->tgt, 1.0f, s->losses, s->stats + k, NULL, NULL, 0);
@@ -246,6 +264,7 @@ static void micro_step(void *arg) {
         eng_attn_grads *ag = &s->ag[l % s->n_grads];
         float *dy = s->dres[r], *dmid = s->dres[(r + 1) % s->n_dres], *dx = s->dres[(r + 2) % s->n_dres];
         e->phase(e, k, ENG_PH_BWD);
+        set_layer_dropout(s, 1, k, l);
         e->ffn_bwd(e, d, &lw, &s->ffn[l], dy, fg, dmid, &lg, acc);
         e->phase(e, k, ENG_PH_DW);
         e->ffn_dw(e, d, &s->ffn[l], dy, fg, &lg, acc);
@@ -256,6 +275,7 @@ static void micro_step(void *arg) {
         e->attn_dw(e, d, &s->attn[l], dmid, ag, &lg, acc);
         r = (r + 2) % s->n_dres;
     }
+    set_layer_dropout(s, 0, 0, 0);
     e->phase(e, k, ENG_PH_BWD);
     /* tied: the classifier already wrote (or added to) this tensor; untied and overwriting:
      * the scatter-add needs a zero table first */
@@ -273,6 +293,8 @@ void step_fwd_bwd(step_ctx *s, const int32_t *tok, const int32_t *tgt, int k) {
     s->nv[k] = m.nv;
     /* the recorded work depends on this context, k (record, loss slot, acc) and nv (the scale) */
     const uint64_t key = ((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)k << 32) ^ (uint64_t)m.nv;
+    /* (engines that record have no dropout: step_set_dropout refuses them, so the masks,
+     * which change every update, never sit in a recording) */
     s->e->run(s->e, key, micro_step, &m);
 }
 

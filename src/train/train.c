@@ -23,6 +23,9 @@
 #include "fable/util.h"
 
 /* ---- hyper-parameters -------------------------------------------------------------- */
+/* the budget recipe's dropout (docs/budget.md: the sweep that chose it) */
+#define TRAIN_BUDGET_DROPOUT 0.0f
+
 int train_recipe(const char *name, train_hparams *h) {
     memset(h, 0, sizeof *h);
     if (!strcmp(name, "ane")) {
@@ -55,6 +58,10 @@ int train_recipe(const char *name, train_hparams *h) {
         return 0;
     }
     return fb_err("unknown recipe '%s' (known: ane, llama2c, budget)", name);
+}
+
+float train_recipe_dropout(const char *name) {
+    return name && !strcmp(name, "budget") ? TRAIN_BUDGET_DROPOUT : 0.0f;
 }
 
 float train_lr(const train_hparams *h, int u) {
@@ -182,6 +189,7 @@ static void fill_header(run *r) {
     snprintf(h->engine, sizeof h->engine, "%s", r->e->name);
     h->precision = r->e->precision;
     h->world_size = r->dp.world;
+    h->dropout = r->o->dropout;
     snprintf(h->data_path, sizeof h->data_path, "%s", r->o->train_path);
     snprintf(h->tokenizer_path, sizeof h->tokenizer_path, "%s", r->o->tokenizer_path ? r->o->tokenizer_path : "");
 }
@@ -334,6 +342,7 @@ static int setup_resume(run *r, char *rpath, size_t cap) {
     const ckpt_header rh = r->h;
     ckpt_cfg_unpack(rh.cfg, &o->cfg);
     o->hp = rh.hp;
+    o->dropout = rh.dropout;
     if (o->resume_steps > 0) o->hp.steps = o->resume_steps;
     if (!o->out_dir) o->out_dir = o->resume_dir;
     const int was_world = rh.world_size > 0 ? rh.world_size : 1;
@@ -443,6 +452,7 @@ static int setup(run *r) {
     if (!rc) rc = setup_data(r);
     r->n = model_num_params(&r->cfg);
     if (!rc) rc = step_init(&r->s, r->e, &r->cfg, hp->batch, hp->seq, hp->accum, 1);
+    if (!rc) rc = step_set_dropout(&r->s, o->dropout, 0);
     if (!rc) rc = setup_weights(r, rpath, &init);
     model_free(&init);
     if (rc) return -1;
@@ -536,6 +546,7 @@ static void log_start(run *r) {
     tele_num(t, "eps", hp->eps);
     tele_num(t, "weight_decay", hp->weight_decay);
     tele_num(t, "grad_clip", hp->grad_clip);
+    tele_num(t, "dropout", r->o->dropout);
     tele_str(t, "sampler", loader_kind_name((loader_kind)hp->sampler));
     tele_int(t, "seed", (long long)hp->seed);
     tele_int(t, "resumed_at", r->h.update);
@@ -578,6 +589,8 @@ static int run_update(run *r, int u, float lr, step_result *res) {
     loader_skip(&r->ld, (size_t)me * K * B);
     for (int k = 0; k < K; k++) r->t_data[k] = 0;
     r->t_data[0] = fb_now() - t0;
+    /* dropout masks: fresh for every update and rank, the same on a resume */
+    step_set_dropout(&r->s, r->o->dropout, eng_drop_hash(eng_drop_hash((uint32_t)(hp->seed ^ hp->seed >> 32), (uint32_t)u), (uint32_t)me));
     for (int k = 0; k < K; k++) {
         t0 = fb_now();
         if (loader_next(&r->ld, B, r->in + k * N, r->tg + k * N)) return -1;

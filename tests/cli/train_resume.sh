@@ -24,4 +24,16 @@ weights "$W/c/ckpt_00000012.bin" "$W/c.bin"
 cmp -s "$W/a.bin" "$W/c.bin" || fail "weights after kill+resume differ from the straight run"
 # only the newest --keep checkpoints remain
 [ "$(ls "$W/c" | grep -c '^ckpt_.*\.bin$')" -le 2 ] || fail "--keep 2 not honoured: $(ls "$W/c")"
+# dropout: the masks follow (seed, update, micro-step, layer), so a resumed run is still the
+# straight run bit for bit; the losses differ from the run without dropout (it is on); a
+# resume that asks for another rate is refused
+./fable train $common --dropout 0.2 --out "$W/d" --log "$W/d.jsonl" || fail "straight run with dropout"
+./fable train $common --dropout 0.2 --out "$W/e" --log "$W/e.jsonl" --stop-after 6 || fail "first half with dropout"
+./fable train --resume "$W/e" --dropout 0.3 --train "$W/train.bin" --threads 2 --quiet 2>"$W/err" && fail "resume with another dropout rate accepted"
+grep -q "dropout" "$W/err" || fail "the refusal does not name --dropout: $(cat "$W/err")"
+./fable train --resume "$W/e" --train "$W/train.bin" --log "$W/e.jsonl" --threads 2 --quiet || fail "resume with dropout"
+diff <(losses "$W/d.jsonl") <(losses "$W/e.jsonl") >/dev/null || fail "losses differ after resume (dropout 0.2)"
+weights "$W/d/ckpt_00000012.bin" "$W/d.bin"; weights "$W/e/ckpt_00000012.bin" "$W/e.bin"
+cmp -s "$W/d.bin" "$W/e.bin" || fail "final weights differ after resume (dropout 0.2)"
+diff <(losses "$W/a.jsonl") <(losses "$W/d.jsonl") >/dev/null && fail "--dropout 0.2 did not change the losses"
 echo ok

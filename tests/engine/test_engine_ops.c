@@ -592,6 +592,16 @@ static void run_shape(int si) {
     BOTH(e->phase(e, 0, ENG_PH_BWD));
     op_attn_bwd();
     op_ffn_bwd();
+    if (S[0].e->dropout && S[1].e->dropout) { /* the layer ops again under dropout: the same masks on both */
+        H.d.drop_p = 0.25f;
+        H.d.drop_seed = 0x5eed1234u;
+        attn_fwd("attn_fwd(dropout)");
+        op_ffn_fwd();
+        op_attn_bwd();
+        op_ffn_bwd();
+        H.d.drop_p = 0.0f;
+        H.d.drop_seed = 0;
+    }
     BOTH(e->phase(e, 0, ENG_PH_RMS));
     op_rmsnorm();
     BOTH(e->phase(e, 0, ENG_PH_CLS));

@@ -12,7 +12,9 @@
  *               x += Wo·att;  xn = RMSNorm(x)·rms_ffn;  x += W2·(silu(W1·xn) ⊙ W3·xn)
  *   logits = Wcls·(RMSNorm(x)·rms_final);  loss_n = logsumexp(logits) − logits[target]
  *   loss = mean over positions with target >= 0.
- * RMSNorm(x) = x / sqrt(mean(x²) + 1e-5). */
+ * RMSNorm(x) = x / sqrt(mean(x²) + 1e-5).
+ * Dropout: when refd_mask_att / refd_mask_gate are set (multipliers, [L][N·D] and [L][N·F]),
+ * att and silu(W1·xn)⊙W3·xn are multiplied by them element by element before Wo and W2. */
 #ifndef FABLE_TEST_REF_DOUBLE_H
 #define FABLE_TEST_REF_DOUBLE_H
 
@@ -22,6 +24,8 @@
 #include <string.h>
 
 #include "fable/model.h"
+
+static const double *refd_mask_att, *refd_mask_gate; /* NULL: no dropout */
 
 /* Offsets (in elements) of each tensor in the flat layout. */
 typedef struct {
@@ -142,6 +146,8 @@ static inline double refd_loss(const model_config *c, const double *p, int B, in
                         att[h * HS + i] = a;
                     }
                 }
+                if (refd_mask_att)
+                    for (int i = 0; i < D; i++) att[i] *= refd_mask_att[((size_t)l * N + n) * D + i];
                 refd_matvec(tmp, Wo, att, D, D);
                 for (int i = 0; i < D; i++) x[(size_t)n * D + i] += tmp[i];
             }
@@ -152,6 +158,8 @@ static inline double refd_loss(const model_config *c, const double *p, int B, in
             refd_matvec(h1, W1, xnr, F, D);
             refd_matvec(h3, W3, xnr, F, D);
             for (int j = 0; j < F; j++) h1[j] = h1[j] / (1.0 + exp(-h1[j])) * h3[j];
+            if (refd_mask_gate)
+                for (int j = 0; j < F; j++) h1[j] *= refd_mask_gate[((size_t)l * N + n) * F + j];
             refd_matvec(tmp, W2, h1, D, F);
             for (int i = 0; i < D; i++) xr[i] += tmp[i];
         }

@@ -36,7 +36,27 @@ typedef struct {
     int B, T;
     uint64_t seed;
     int n_ignored;    /* targets set to -1 */
+    float drop_p;     /* dropout rate of the training step (0: none) */
 } gc_case;
+
+#define DROP_SEED 0xC0FFEEu
+/* The multipliers of step.h's dropout contract for micro-step 0: layer l draws from
+ * seed_l = eng_drop_hash(seed, l), element i of a site is kept iff
+ * eng_drop_hash(seed_l ^ site, i) >= round(p·2³²) and then scaled by 1/(1−p). Returns the
+ * fraction dropped. */
+static double make_masks(int L, size_t width, uint32_t site, float p, double *mask) {
+    const uint32_t thresh = (uint32_t)((double)p * 4294967296.0 + 0.5);
+    size_t dropped = 0;
+    for (int l = 0; l < L; l++) {
+        const uint32_t sl = eng_drop_hash(DROP_SEED, (uint32_t)l) ^ site;
+        for (size_t i = 0; i < width; i++) {
+            int keep = eng_drop_hash(sl, (uint32_t)i) >= thresh;
+            mask[(size_t)l * width + i] = keep ? 1.0 / (1.0 - (double)p) : 0.0;
+            dropped += !keep;
+        }
+    }
+    return (double)dropped / ((double)L * width);
+}
 
 /* Test-local RNG (splitmix64), so the test depends on nothing in src/ for its data. */
 static uint64_t g_rng;
@@ -85,6 +105,16 @@ static void check_layout(const model_config *c, float *base) {
               views[i] - base, offs[i]);
 }
 
+/* The reference loss without the masks (evaluation's model). */
+static double refd_loss_plain(const model_config *c, const double *p, int B, int T, const int32_t *tok,
+                              const int32_t *tgt) {
+    const double *ma = refd_mask_att, *mg = refd_mask_gate;
+    refd_mask_att = refd_mask_gate = NULL;
+    double l = refd_loss(c, p, B, T, tok, tgt, NULL, NULL);
+    refd_mask_att = ma, refd_mask_gate = mg;
+    return l;
+}
+
 static void run_case(const gc_case *k, eng *e, int quick) {
     const model_config *c = &k->c;
     const int B = k->B, T = k->T, N = B * T;
@@ -119,6 +149,7 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     step_ctx s;
     if (step_init(&s, e, c, B, T, 1, 1) != 0) { CHECK(0, "step_init: %s", fb_errmsg()); return; }
     step_set_params(&s, m.data);
+    if (k->drop_p > 0 && step_set_dropout(&s, k->drop_p, DROP_SEED)) { CHECK(0, "step_set_dropout: %s", fb_errmsg()); return; }
     step_result res;
     float *losses = malloc(sizeof(float) * N);
     double loss_eval = step_loss(&s, tok, tgt);
@@ -134,8 +165,10 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     size_t nonfinite = 0;
     for (size_t i = 0; i < P; i++) nonfinite += !isfinite(g1[i]);
     CHECK(nonfinite == 0, "step_fwd_bwd(k = 0) left %zu of %zu gradient elements unwritten", nonfinite, P);
-    /* accumulation: a second micro-step (k = 1) on the same data adds the same gradient again */
+    /* accumulation: a second micro-step (k = 1) on the same data adds the same gradient again
+     * (without dropout: with it, micro-step 1 draws other masks) */
     step_ctx s2;
+    if (k->drop_p == 0) {
     if (step_init(&s2, e, c, B, T, 2, 1) != 0) { CHECK(0, "step_init: %s", fb_errmsg()); return; }
     step_set_params(&s2, m.data);
     step_fwd_bwd(&s2, tok, tgt, 0);
@@ -148,6 +181,7 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     for (size_t i = 0; i < P; i++) g2[i] *= 0.5f;
     double acc = t_rel_err(g2, g1, P, NULL);
     CHECK(acc < 1e-6, "second micro-step did not accumulate: grads/2 differ by %.2e", acc);
+    }
     /* a micro-batch with every target ignored has a zero gradient: k = 0 writes zeros */
     int32_t *none = malloc(sizeof(int32_t) * N);
     for (int n = 0; n < N; n++) none[n] = -1;
@@ -171,9 +205,26 @@ static void run_case(const gc_case *k, eng *e, int quick) {
     double *p = malloc(sizeof(double) * lo.total);
     for (size_t i = 0; i < lo.total; i++) p[i] = m.data[i];
     double *rl = malloc(sizeof(double) * N);
+    /* evaluation (step_loss) never drops: it is the plain model's loss */
     double loss_ref = refd_loss(c, p, B, T, tok, tgt, rl, NULL);
     double e1 = fabs(loss_eval - loss_ref) / fabs(loss_ref);
+    double *mask_att = NULL, *mask_gate = NULL;
+    if (k->drop_p > 0) { /* training: the masked model */
+        mask_att = malloc(sizeof(double) * c->n_layers * (size_t)N * c->dim);
+        mask_gate = malloc(sizeof(double) * c->n_layers * (size_t)N * c->hidden_dim);
+        double fa = make_masks(c->n_layers, (size_t)N * c->dim, ENG_DROP_SITE_ATT, k->drop_p, mask_att);
+        double fg = make_masks(c->n_layers, (size_t)N * c->hidden_dim, ENG_DROP_SITE_GATE, k->drop_p, mask_gate);
+        fprintf(stderr, "dropout %.2f: dropped %.3f of att, %.3f of gate\n", k->drop_p, fa, fg);
+        CHECK(fabs(fa - k->drop_p) < 0.08 && fabs(fg - k->drop_p) < 0.05, "dropped fractions %.3f, %.3f for p %.2f",
+              fa, fg, k->drop_p);
+        refd_mask_att = mask_att, refd_mask_gate = mask_gate;
+        double loss_drop = refd_loss(c, p, B, T, tok, tgt, rl, NULL);
+        CHECK(fabs(loss_drop - loss_ref) > 1e-3 * fabs(loss_ref), "dropout did not change the loss (%.9f vs %.9f)",
+              loss_drop, loss_ref);
+        loss_ref = loss_drop;
+    }
     double e2 = fabs(loss_fb - loss_ref) / fabs(loss_ref);
+    if (k->drop_p > 0) e1 = fabs(loss_eval - refd_loss_plain(c, p, B, T, tok, tgt)) / fabs(loss_ref);
     fprintf(stderr, "loss: ref %.9f  step_loss %.9f (rel %.1e)  step_fwd_bwd %.9f (rel %.1e)\n",
             loss_ref, loss_eval, e1, loss_fb, e2);
     CHECK(e1 < LOSS_TOL, "step_loss %.9f vs ref %.9f: rel %.2e", loss_eval, loss_ref, e1);
@@ -183,7 +234,7 @@ static void run_case(const gc_case *k, eng *e, int quick) {
         mlo = fmax(mlo, fabs(losses[n] - rl[n]));
         mlr = fmax(mlr, fabs(rl[n]));
     }
-    CHECK(mlo / mlr < LOSS_TOL, "per-position losses: rel %.2e", mlo / mlr);
+    if (k->drop_p == 0) CHECK(mlo / mlr < LOSS_TOL, "per-position losses: rel %.2e", mlo / mlr);
 
     /* finite differences, tensor by tensor */
     int stride = quick ? 3 : 1;
@@ -212,6 +263,8 @@ static void run_case(const gc_case *k, eng *e, int quick) {
               fd_worst);
     }
 
+    refd_mask_att = refd_mask_gate = NULL;
+    free(mask_att); free(mask_gate);
     free(p); free(rl); free(g1); free(g2); free(losses); free(tok); free(tgt);
     step_free(&s);
     model_free(&m);
@@ -224,9 +277,11 @@ int main(void) {
     if (!e) return 77;
     const gc_case cases[] = {
         /* GQA (2 query heads per kv head), untied classifier, T < seq_len */
-        {"gqa-untied", {16, 24, 2, 4, 2, 37, 8, 0}, 2, 7, 11, 0},
+        {"gqa-untied", {16, 24, 2, 4, 2, 37, 8, 0}, 2, 7, 11, 0, 0.0f},
         /* multi-head (NKV = NH), tied classifier, odd sizes, two ignored targets */
-        {"mha-tied", {12, 20, 2, 3, 3, 29, 5, 1}, 3, 5, 23, 2},
+        {"mha-tied", {12, 20, 2, 3, 3, 29, 5, 1}, 3, 5, 23, 2, 0.0f},
+        /* dropout 0.3 on att and gate: the gradient of the masked model (step.h's contract) */
+        {"gqa-dropout", {16, 24, 2, 4, 2, 37, 8, 0}, 2, 7, 11, 0, 0.3f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], e, quick);
     e->destroy(e);

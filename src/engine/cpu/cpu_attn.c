@@ -77,6 +77,7 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *
     cpu_rope(tp->q, N, d->T, d->NH, d->HS, rope, 0);
     cpu_rope(tp->k, N, d->T, d->NKV, d->HS, rope, 0);
     cpu_attn_core_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
+    if (d->drop_p > 0) cpu_dropout_mul((size_t)N * D, tp->att, d->drop_seed ^ ENG_DROP_SITE_ATT, d->drop_p);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
@@ -137,7 +138,8 @@ void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k
 void cpu_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope, const eng_attn_taps *tp,
                   const float *dy, eng_attn_grads *g) {
     const int N = d->N, D = d->D;
-    mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo */
+    mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo (⊙ mask/(1−p) under dropout) */
+    if (d->drop_p > 0) cpu_dropout_mul((size_t)N * D, g->da, d->drop_seed ^ ENG_DROP_SITE_ATT, d->drop_p);
     cpu_attn_core_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
     cpu_rope(g->dq, N, d->T, d->NH, d->HS, rope, 1);
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);

@@ -178,6 +178,15 @@ static void cpu_rmsnorm_bwd(eng *e, int N, int D, const float *x, const float *w
     cpu_rmsnorm_bwd_rows(N, D, x, w, rstd, dout, NULL, dx, dw, acc);
 }
 
+/* ---- dropout ------------------------------------------------------------------------
+ * x[i] ·= eng_drop_mult(seed ^ site, …, i) over n elements: 0 or 1/(1−p) (engine.h). */
+void cpu_dropout_mul(size_t n, float *x, uint32_t site_seed, float p) {
+    const uint32_t thresh = eng_drop_thresh(p);
+    const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] *= eng_drop_mult(site_seed, thresh, keep, (uint32_t)i);
+}
+
 /* ---- RoPE ---------------------------------------------------------------------------
  * forward:  (a, b) → (a·cos − b·sin, a·sin + b·cos)
  * inverse (the gradient): rotate by −angle: (a, b) → (a·cos + b·sin, −a·sin + b·cos) */
@@ -342,6 +351,7 @@ static eng *cpu_create(const eng_opts *o) {
     e->threads = threads;
     e->precision = ENG_FP32;
     e->dw_async = 0;
+    e->dropout = 1;
     e->act_bytes = sizeof(float);
     char cpu[100];
     cpu_cpu_name(cpu, sizeof cpu);

@@ -17,12 +17,23 @@ void cpu_swiglu(size_t n, const float *h1, const float *h3, float *gate) {
     }
 }
 
+void cpu_swiglu_drop(size_t n, const float *h1, const float *h3, float *gate, uint32_t site_seed, float p) {
+    const uint32_t thresh = eng_drop_thresh(p);
+    const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float a = h1[i];
+        gate[i] = a / (1.0f + fb_expf(-a)) * h3[i] * eng_drop_mult(site_seed, thresh, keep, (uint32_t)i);
+    }
+}
+
 void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *tp, float *x_out) {
     const int N = d->N, D = d->D, F = d->F;
     cpu_rmsnorm_rows(N, D, tp->x, w->rms_ffn, tp->xn, tp->rstd);
     mm_nt(N, F, D, tp->xn, D, w->w1, D, 0.0f, tp->h1, F);
     mm_nt(N, F, D, tp->xn, D, w->w3, D, 0.0f, tp->h3, F);
-    cpu_swiglu((size_t)N * F, tp->h1, tp->h3, tp->gate);
+    if (d->drop_p > 0) cpu_swiglu_drop((size_t)N * F, tp->h1, tp->h3, tp->gate, d->drop_seed ^ ENG_DROP_SITE_GATE, d->drop_p);
+    else cpu_swiglu((size_t)N * F, tp->h1, tp->h3, tp->gate);
     if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
     mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
 }
@@ -30,13 +41,16 @@ void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *
 void cpu_ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *tp, const float *dy,
                  eng_ffn_grads *g, float *dx, model_layer *grad, int acc) {
     const int N = d->N, D = d->D, F = d->F;
-    mm_nn(N, F, D, dy, D, w->w2, F, 0.0f, g->dgate, F); /* dgate = dy·W2 */
+    mm_nn(N, F, D, dy, D, w->w2, F, 0.0f, g->dgate, F); /* dgate = dy·W2 (⊙ mask/(1−p) below) */
     const size_t NF = (size_t)N * F;
+    const uint32_t seed = d->drop_seed ^ ENG_DROP_SITE_GATE, thresh = eng_drop_thresh(d->drop_p);
+    const int drop = d->drop_p > 0;
+    const float keep = drop ? 1.0f / (1.0f - d->drop_p) : 1.0f;
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < NF; i++) {
         float a = tp->h1[i];
         float sg = 1.0f / (1.0f + fb_expf(-a));
-        float dgt = g->dgate[i];
+        float dgt = drop ? g->dgate[i] * eng_drop_mult(seed, thresh, keep, (uint32_t)i) : g->dgate[i];
         g->dh1[i] = dgt * tp->h3[i] * sg * (1.0f + a * (1.0f - sg));
         g->dh3[i] = dgt * a * sg;
     }

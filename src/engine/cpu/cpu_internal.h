@@ -67,6 +67,10 @@ void cpu_rope(float *x, int N, int T, int heads, int HS, const float *rope, int 
 
 /* gate = silu(h1)⊙h3 over n elements, parallel (cpu_ffn.c). */
 void cpu_swiglu(size_t n, const float *h1, const float *h3, float *gate);
+/* gate = silu(h1)⊙h3⊙mask/(1−p), the dropout mask of site_seed (engine.h) */
+void cpu_swiglu_drop(size_t n, const float *h1, const float *h3, float *gate, uint32_t site_seed, float p);
+/* x ⊙= mask/(1−p) over n elements */
+void cpu_dropout_mul(size_t n, float *x, uint32_t site_seed, float p);
 
 /* Causal attention core without GEMM calls, for small heads (cpu_attn_direct.c):
  * fwd fills att [N, D] and lse [B, NH, T]; bwd writes dq [N, D], dk, dv [N, KVD] from da. */

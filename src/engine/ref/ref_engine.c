@@ -154,11 +154,18 @@ static void ref_embed_bwd(eng *e, const eng_dims *d, float *demb, const float *d
         for (size_t j = 0; j < (size_t)d->D; j++) demb[(size_t)tok[n] * d->D + j] += dx[n * d->D + j];
 }
 
+/* ---- dropout ------------------------------------------------------------------------------ */
+/* The multiplier of element i of a site (engine.h): 0 or 1/(1−p); 1 without dropout. */
+static double drop_mult(const eng_dims *d, uint32_t site, size_t i) {
+    if (!(d->drop_p > 0)) return 1.0;
+    return eng_drop_hash(d->drop_seed ^ site, (uint32_t)i) >= eng_drop_thresh(d->drop_p) ? 1.0 / (1.0 - d->drop_p) : 0.0;
+}
+
 /* ---- attention half ----------------------------------------------------------------------- */
 /* xn = RMSNorm(x)·rms_att; q = RoPE(xn·Wqᵀ), k = RoPE(xn·Wkᵀ), v = xn·Wvᵀ; then for each
  * (b, h, t), with kv head kh = h/(NH/NKV) and t' ≤ t in sequence b:
  *   s_t' = q_t·k_t'/√HS;  lse_t = log Σ_t' exp(s_t');  att_t = Σ_t' exp(s_t' − lse_t)·v_t';
- * x_out = x + att·Woᵀ. */
+ * att ⊙= mask/(1−p) under dropout;  x_out = x + att·Woᵀ. */
 static void ref_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope, eng_attn_taps *tp,
                          float *x_out) {
     const int B = d->B, T = d->T, N = d->N, D = d->D, NH = d->NH, HS = d->HS, KVD = d->KVD;
@@ -186,14 +193,14 @@ static void ref_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const 
                 for (int i = 0; i < HS; i++) {
                     double a = 0;
                     for (int u = 0; u <= t; u++) a += exp(s[u] - lse) * tp->v[((size_t)b * T + u) * KVD + kh * HS + i];
-                    tp->att[row * D + h * HS + i] = (float)a;
+                    tp->att[row * D + h * HS + i] = (float)(a * drop_mult(d, ENG_DROP_SITE_ATT, row * D + h * HS + i));
                 }
             }
     free(s);
     mm_xwt(x_out, tp->att, w->wo, tp->x, N, D, D);
 }
 
-/* da = dy·Wo; per (b, h, t), t' ≤ t:  P = exp(q_t·k_t'/√HS − lse_t), dP = da_t·v_t',
+/* da = dy·Wo (⊙ mask/(1−p) under dropout); per (b, h, t), t' ≤ t:  P = exp(q_t·k_t'/√HS − lse_t), dP = da_t·v_t',
  * Δ_t = Σ_t' P⊙dP, dS = P(dP − Δ_t)/√HS;  dq_t += dS·k_t',  dk_t' += dS·q_t,  dv_t' += P·da_t
  * (dk, dv summed over the NH/NKV query heads of a kv head); then dq, dk rotated by −angle. */
 static void ref_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
@@ -201,6 +208,7 @@ static void ref_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const 
     const int B = d->B, T = d->T, N = d->N, D = d->D, NH = d->NH, HS = d->HS, KVD = d->KVD;
     const double sc = 1.0 / sqrt((double)HS);
     mm_dyw(g->da, dy, w->wo, N, D, D);
+    for (size_t i = 0; i < (size_t)N * D; i++) g->da[i] = (float)(g->da[i] * drop_mult(d, ENG_DROP_SITE_ATT, i));
     double *P = malloc(sizeof(double) * T), *dP = malloc(sizeof(double) * T);
     double *dq = calloc((size_t)N * D, sizeof(double)), *dk = calloc((size_t)N * KVD, sizeof(double)),
            *dv = calloc((size_t)N * KVD, sizeof(double));
@@ -255,7 +263,7 @@ static void ref_attn_dw(eng *e, const eng_dims *d, const eng_attn_taps *tp, cons
 
 /* ---- FFN half ----------------------------------------------------------------------------- */
 /* xn = RMSNorm(x)·rms_ffn; h1 = xn·W1ᵀ, h3 = xn·W3ᵀ [N,F]; gate = silu(h1)⊙h3,
- * silu(a) = a·σ(a); x_out = x + gate·W2ᵀ. */
+ * silu(a) = a·σ(a) (⊙ mask/(1−p) under dropout); x_out = x + gate·W2ᵀ. */
 static void ref_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *tp, float *x_out) {
     const int N = d->N, D = d->D, F = d->F;
     rms_fwd(N, D, tp->x, w->rms_ffn, tp->xn, tp->rstd);
@@ -263,19 +271,19 @@ static void ref_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn
     mm_xwt(tp->h3, tp->xn, w->w3, NULL, N, D, F);
     for (size_t i = 0; i < (size_t)N * F; i++) {
         const double a = tp->h1[i];
-        tp->gate[i] = (float)(a * sigmoid(a) * tp->h3[i]);
+        tp->gate[i] = (float)(a * sigmoid(a) * tp->h3[i] * drop_mult(d, ENG_DROP_SITE_GATE, i));
     }
     mm_xwt(x_out, tp->gate, w->w2, tp->x, N, F, D);
 }
 
-/* dgate = dy·W2; dh1 = dgate⊙h3⊙silu'(h1), silu'(a) = σ(a)(1 + a(1−σ(a))); dh3 = dgate⊙silu(h1);
+/* dgate = dy·W2 (⊙ mask/(1−p) under dropout); dh1 = dgate⊙h3⊙silu'(h1), silu'(a) = σ(a)(1 + a(1−σ(a))); dh3 = dgate⊙silu(h1);
  * dxn = dh1·W1 + dh3·W3; RMSNorm backward: dx = dy + ..., rms_ffn (+)= Σ dxn⊙x̂. */
 static void ref_ffn_bwd(eng *e, const eng_dims *d, const model_layer *w, const eng_ffn_taps *tp, const float *dy,
                         eng_ffn_grads *g, float *dx, model_layer *grad, int acc) {
     const size_t N = d->N, D = d->D, F = d->F;
     mm_dyw(g->dgate, dy, w->w2, N, D, F);
     for (size_t i = 0; i < N * F; i++) {
-        const double a = tp->h1[i], sg = sigmoid(a), dgate = g->dgate[i];
+        const double a = tp->h1[i], sg = sigmoid(a), dgate = g->dgate[i] * drop_mult(d, ENG_DROP_SITE_GATE, i);
         g->dh1[i] = (float)(dgate * tp->h3[i] * sg * (1.0 + a * (1.0 - sg)));
         g->dh3[i] = (float)(dgate * a * sg);
     }
@@ -399,7 +407,7 @@ static eng *ref_create(const eng_opts *o) {
     }
     *s = (ref_state){.sec = sec, .rec = 0, .ph = -1, .t0 = 0};
     *e = (eng){
-        .name = "ref", .threads = 1, .precision = ENG_FP32, .dw_async = 0, .act_bytes = 4,
+        .name = "ref", .threads = 1, .precision = ENG_FP32, .dw_async = 0, .act_bytes = 4, .dropout = 1,
         .device = "host CPU, 1 thread, scalar", .peak_gflops = 0, .impl = s,
         .alloc = ref_alloc, .alloc_params = ref_alloc_params, .free = ref_free,
         .mem_available = ref_mem_available, .upload = ref_upload, .download = ref_download,
