@@ -20,28 +20,35 @@ if [ ! -f "$OUT/train.bin" ]; then
     "$D"/tinystories/tinystories_v2_sample_cs336.txt "$D"/tinystories/tinystories_v2_train_first10000lines.txt \
     --val-input "$D"/tinystories/tinystories_v1_valid_first1000.txt
 fi
-declare -A V=(
-  [base]=""                                   # the recipe as it is: lr 2e-3, 32x256, wd 0.01
-  [lr1e-3]="--lr 1e-3"
-  [lr4e-3]="--lr 4e-3"
-  [b16]="--batch 16"
-  [b64lr3e-3]="--batch 64 --lr 3e-3"
-  [wd0.1]="--weight-decay 0.1"
-  [wd0.1drop0.1]="--weight-decay 0.1 --dropout 0.1"
-  [wd0.1drop0.2]="--weight-decay 0.1 --dropout 0.2"
-  [drop0.1]="--dropout 0.1"
-  [wd0.1b16]="--weight-decay 0.1 --batch 16"
-  [wd0.1lr3e-3]="--weight-decay 0.1 --lr 3e-3"
-  [wd0.1lr1.4e-3]="--weight-decay 0.1 --lr 1.4e-3"
-  [wd0.1floor0]="--weight-decay 0.1 --min-lr 0"
-  [wd0.1b8]="--weight-decay 0.1 --batch 8"
-  [wd0.1b16lr3e-3]="--weight-decay 0.1 --batch 16 --lr 3e-3"
-  [wd0.1b16lr1.4e-3]="--weight-decay 0.1 --batch 16 --lr 1.4e-3"
-  [wd0.1b8lr1.4e-3]="--weight-decay 0.1 --batch 8 --lr 1.4e-3"
-  [floor0]="--min-lr 0"
-  [warm500]="--warmup 500"
+declare -A V=(   # each variant spelled out in full on top of the recipe (8x256, lr 2e-3, wd 0.1)
+  [base]=""                                   # the recipe as it is
+  [b8lr3e-3]="--lr 3e-3"
+  [b8lr1.4e-3]="--lr 1.4e-3"
+  [b4]="--batch 4"
+  [b4lr1.4e-3]="--batch 4 --lr 1.4e-3"
+  [b8floor0]="--min-lr 0"
+  [b8drop0.1]="--dropout 0.1"
+  # session 10-11's variants, on the recipe of the time (32x256, wd 0.01)
+  [b32wd0.01]="--batch 32 --weight-decay 0.01"
+  [lr1e-3]="--batch 32 --weight-decay 0.01 --lr 1e-3"
+  [lr4e-3]="--batch 32 --weight-decay 0.01 --lr 4e-3"
+  [b16]="--batch 16 --weight-decay 0.01"
+  [b64lr3e-3]="--batch 64 --weight-decay 0.01 --lr 3e-3"
+  [wd0.1]="--batch 32"
+  [wd0.1drop0.1]="--batch 32 --dropout 0.1"
+  [wd0.1drop0.2]="--batch 32 --dropout 0.2"
+  [drop0.1]="--batch 32 --weight-decay 0.01 --dropout 0.1"
+  [wd0.1b16]="--batch 16"
+  [wd0.1lr3e-3]="--batch 32 --lr 3e-3"
+  [wd0.1lr1.4e-3]="--batch 32 --lr 1.4e-3"
+  [wd0.1floor0]="--batch 32 --min-lr 0"
+  [wd0.1b8]=""
+  [wd0.1b16lr3e-3]="--batch 16 --lr 3e-3"
+  [wd0.1b16lr1.4e-3]="--batch 16 --lr 1.4e-3"
+  [floor0]="--batch 32 --weight-decay 0.01 --min-lr 0"
+  [warm500]="--batch 32 --weight-decay 0.01 --warmup 500"
 )
-names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base lr1e-3 lr4e-3 b16 b64lr3e-3 wd0.1 floor0 warm500)
+names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base b8lr3e-3 b8lr1.4e-3 b4 b8floor0)
 printf "| variant | flags | updates | train loss (last 100) | val loss (whole) | minutes |\n|---|---|---|---|---|---|\n"
 for n in "${names[@]}"; do
   R="$OUT/$n-${MIN}m"; rm -rf "$R"

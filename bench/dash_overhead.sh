@@ -19,7 +19,7 @@ command -v tmux >/dev/null || { echo "needs tmux" >&2; exit 2; }
   "$D"/tinystories/tinystories_v1_train_first1000.json >/dev/null
 LOG=$W/train.jsonl
 SECS=$(( (2 * PAIRS + 1) * WIN + 30 ))
-./fable train --preset stories260K --recipe budget --steps 1000000 --time-limit $SECS --threads 2 \
+./fable train --preset stories260K --recipe budget --batch 32 --steps 1000000 --time-limit $SECS --threads 2 \
   --train "$W/data/train.bin" --out "$W/run" --ckpt-every 1000000 --eval-every 1000000 --log "$LOG" --quiet &
 TP=$!
 t0=$(date +%s.%N)

@@ -50,7 +50,7 @@ rm -rf "$OUT/ckpt"
 # the budget recipe: the run measures its speed, plans the updates that fit in the time and
 # decays the learning rate (cosine) over exactly those (docs/budget.md)
 ./fable train --preset stories260K --train "$OUT/train.bin" --val "$OUT/val.bin" --recipe budget \
-  --time-limit $((MINUTES * 60)) --eval-every 200 --eval-batches 8 --ckpt-every 200 \
+  --time-limit $((MINUTES * 60)) --eval-every 1000 --eval-batches 8 --ckpt-every 1000 \
   --tokenizer "$OUT/tok512.bin" --out "$OUT/ckpt" --log "$OUT/train.jsonl" --sample-tokens 0
 CKPT=$(ls "$OUT"/ckpt/ckpt_*.bin | tail -1)
 ./fable plot "$OUT/train.jsonl" --out "$OUT/loss.svg" --title "stories260K, $MINUTES minutes (scripts/main.sh)"
