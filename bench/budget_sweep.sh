@@ -51,7 +51,7 @@ declare -A V=(   # each variant spelled out in full on top of the recipe (8x256,
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base b8lr3e-3 b8lr1.4e-3 b4 b8floor0)
 printf "| variant | flags | updates | train loss (last 100) | val loss (whole) | minutes |\n|---|---|---|---|---|---|\n"
 for n in "${names[@]}"; do
-  R="$OUT/$n-${MIN}m"; rm -rf "$R"
+  R="$OUT/$n-${MIN}m"; rm -rf "$R" "$R.jsonl"
   ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
     --time-limit $((MIN * 60)) --eval-every 500 --eval-batches 8 --ckpt-every 1000 --out "$R" \
     --log "$R.jsonl" --quiet >/dev/null
