@@ -86,8 +86,13 @@ int fb_atomic_write(fb_atomic *a, const void *p, size_t n);
 int fb_atomic_commit(fb_atomic *a);
 void fb_atomic_abort(fb_atomic *a);
 
-/* 64-bit FNV-1a-style checksum over bytes (for checkpoint integrity). */
+/* 64-bit FNV-1a-style checksum over bytes (for checkpoint integrity).
+ * fb_hash64(h, p, n) = fb_hash64_final(fb_hash64_raw(h, p, n)). To hash one array in pieces,
+ * chain fb_hash64_raw over pieces whose lengths (all but the last) are multiples of 8 bytes,
+ * then apply fb_hash64_final once: the result equals fb_hash64 over the whole array. */
 uint64_t fb_hash64(uint64_t h, const void *data, size_t len);
+uint64_t fb_hash64_raw(uint64_t h, const void *data, size_t len);
+uint64_t fb_hash64_final(uint64_t h);
 #define FB_HASH_INIT 0xcbf29ce484222325ULL
 
 #ifdef __cplusplus

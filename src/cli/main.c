@@ -1,6 +1,8 @@
 /* fable — one binary, many subcommands (SPEC §4). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -28,6 +30,27 @@ static const command commands[] = {
     {"info", cmd_info, "print a model's configuration and parameter count"},
 };
 
+/* ---- how idle OpenMP threads wait (issue 21: steady under contention) -----------------
+ * libgomp's default is to spin up to 300,000 rounds (milliseconds) at every barrier and
+ * between parallel regions before it sleeps. On an idle machine that makes the next region
+ * start in ~3 us. Beside another CPU-bound process it is the cause of a 3-4x slowdown: the
+ * thread that arrives first spins through its time slice while the partner it waits for sits
+ * descheduled behind the other process (bench/RESULTS.md, 2026-12-05). A short spin (1000
+ * rounds) keeps the idle speed (a warm region still starts in ~3 us: `fable probe dispatch`)
+ * and sleeps soon enough to give the CPU back; passive waiting (no spin) costs ~20 us a region.
+ * libgomp reads its settings once, in its constructor, before main() runs, and even a
+ * .preinit_array function is too early: libc's own start-up then resets the environment to
+ * the one the process was given. So fable sets GOMP_SPINCOUNT and executes itself again
+ * (~30 ms, once). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins, and no exec happens;
+ * where /proc/self/exe cannot be executed, fable runs on with libgomp's default. */
+#define FABLE_GOMP_SPINCOUNT "1000"
+
+static void omp_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", FABLE_GOMP_SPINCOUNT, 0) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: fable <command> [options]   (fable <command> --help for its options)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -35,6 +58,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    omp_wait_policy(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

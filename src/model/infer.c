@@ -1,4 +1,10 @@
-/* fable — KV-cache inference and sampling, operation-for-operation like llama2.c run.c. */
+/* fable — KV-cache inference and sampling: llama2.c run.c's forward and sampler, operation
+ * for operation, except that every dot product is summed in SIMD lanes (dot() below) where
+ * run.c sums in order. run.c's in-order sum cannot be vectorised (-O3 keeps fp32 additions
+ * in order), so its matrix-vector products run at scalar speed; fable's run at the memory
+ * speed (bench/sample_vs_runc.sh). Greedy text stays run.c's: a different summation order
+ * moves a logit by ~1e-6 relative, far inside the gap between the first and second choice
+ * (tests/cli/sample_stories260K.sh compares with run.c's own output). */
 #include "fable/infer.h"
 
 #include <ctype.h>
@@ -50,15 +56,22 @@ static void rmsnorm(float *o, const float *x, const float *w, int n) {
     for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
 }
 
-/* xout[d] = W[d,n]·x[n]; rows in parallel, each dot product summed in order. */
+/* a·b over n floats, summed in SIMD lanes, then the lanes (the compiler's order: fixed for a
+ * given binary, so results do not depend on the thread count) */
+static inline float dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int j = 0; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
+/* Below this many multiply-adds a product runs on one thread: waking the team costs more. */
+#define MATVEC_PAR_MIN 65536
+
+/* xout[d] = W[d,n]·x[n]; rows in parallel, each row's dot product on one thread. */
 static void matvec(float *xout, const float *x, const float *w, int n, int d) {
-#pragma omp parallel for schedule(static) if (d * n > 65536)
-    for (int i = 0; i < d; i++) {
-        const float *wr = w + (size_t)i * n;
-        float val = 0.0f;
-        for (int j = 0; j < n; j++) val += wr[j] * x[j];
-        xout[i] = val;
-    }
+#pragma omp parallel for schedule(static) if ((long)d * n > MATVEC_PAR_MIN)
+    for (int i = 0; i < d; i++) xout[i] = dot(w + (size_t)i * n, x, n);
 }
 
 static void softmax(float *x, int n) {
@@ -109,9 +122,7 @@ float *infer_forward(infer_state *s, int token, int pos) {
             const size_t koff = (size_t)l * T * KVD + (size_t)(h / group) * HS;
             for (int t = 0; t <= pos; t++) {
                 const float *k = s->kcache + koff + (size_t)t * KVD;
-                float score = 0.0f;
-                for (int i = 0; i < HS; i++) score += q[i] * k[i];
-                att[t] = score / sqrtf((float)HS);
+                att[t] = dot(q, k, HS) / sqrtf((float)HS);
             }
             softmax(att, pos + 1);
             float *xb = s->xb + h * HS;

@@ -36,15 +36,21 @@ int ckpt_save_from(const char *path, const ckpt_header *h,
     if (fb_atomic_begin(&a, path)) { free(buf); return -1; }
     uint64_t sum = fb_hash64(FB_HASH_INIT, h, sizeof *h);
     int rc = fb_atomic_write(&a, h, sizeof *h);
-    for (int part = 0; part < 3 && !rc; part++)
+    /* each part's checksum is fb_hash64 over the whole part (as load_payload computes it),
+     * streamed over 16 MB slices: a per-slice fb_hash64 made every model over 4M parameters
+     * unloadable (stories15M and up) */
+    for (int part = 0; part < 3 && !rc; part++) {
+        uint64_t ph = sum;
         for (size_t off = 0; off < n && !rc; off += slice) {
             const size_t k = n - off < slice ? n - off : slice;
             rc = get(ctx, part, off, k, buf);
             if (!rc) {
-                sum = fb_hash64(sum, buf, k * sizeof(float));
+                ph = fb_hash64_raw(ph, buf, k * sizeof(float));
                 rc = fb_atomic_write(&a, buf, k * sizeof(float));
             }
         }
+        sum = fb_hash64_final(ph);
+    }
     free(buf);
     if (!rc) rc = fb_atomic_write(&a, &sum, sizeof sum);
     if (rc) { fb_atomic_abort(&a); return -1; }

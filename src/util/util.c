@@ -251,7 +251,7 @@ int fb_mkdir_p(const char *path) {
 }
 
 /* Word-at-a-time multiply-xor hash (fast enough for GB-sized checkpoints). */
-uint64_t fb_hash64(uint64_t h, const void *data, size_t len) {
+uint64_t fb_hash64_raw(uint64_t h, const void *data, size_t len) {
     const unsigned char *p = data;
     const uint64_t k = 0x9E3779B97F4A7C15ULL;
     while (len >= 8) {
@@ -265,8 +265,12 @@ uint64_t fb_hash64(uint64_t h, const void *data, size_t len) {
     while (len--) {
         h = (h ^ *p++) * 0x100000001B3ULL;
     }
-    return h ^ (h >> 32);
+    return h;
 }
+
+uint64_t fb_hash64_final(uint64_t h) { return h ^ (h >> 32); }
+
+uint64_t fb_hash64(uint64_t h, const void *data, size_t len) { return fb_hash64_final(fb_hash64_raw(h, data, len)); }
 
 /* ---- streaming atomic write --------------------------------------------------- */
 int fb_atomic_begin(fb_atomic *a, const char *path) {

@@ -8,6 +8,9 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed"; exit 77; }
 [ -x build/vg/fable ] || { echo "build/vg/fable is missing (make valgrind)"; exit 77; }
 source tests/cli/lib_train.sh
 export OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 FABLE_PEAK_ITERS=40000
+# fable executes itself again to set libgomp's spin count unless one is given (src/cli/main.c);
+# give one, so that memcheck watches the process that does the work
+export GOMP_SPINCOUNT=1000
 VG="valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
 vg() { # name, fable args...: runs under memcheck; any error fails the test
   local name=$1; shift
