@@ -22,7 +22,7 @@ static const char *usage =
     "  --seed S            sampling seed (default: time)\n"
     "  --steps N           positions to generate, at most the model's seq_len (default 256)\n"
     CLI_ENGINE_USAGE
-    "The ref and cpu engines sample with fable's host decoder (llama2.c run.c's forward, op for op);\n"
+    "The ref and cpu engines sample with fable's host decoder (llama2.c run.c's forward, dot products in SIMD lanes);\n"
     "an engine with its own KV-cache decoder (cuda) runs it on its device.\n";
 
 /* An engine's decoder behind infer_generate's forward hook. */

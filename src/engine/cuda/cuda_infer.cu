@@ -1,7 +1,8 @@
 /* fable cuda engine — the one-token-at-a-time decoder with a KV cache, on the GPU.
  *
- * It follows llama2.c run.c's forward() (and fable's host decoder, src/model/infer.c)
- * operation for operation in fp32, with every sum in the same sequential order: each output
+ * It follows llama2.c run.c's forward() operation for operation in fp32, with every sum in
+ * run.c's sequential order (fable's host decoder, src/model/infer.c, sums its dot products in
+ * SIMD lanes instead; the greedy text is the same): each output
  * of a matrix-vector product is one thread's loop over the input; RMSNorm's Σx² and the
  * softmax run in one thread; this file is compiled with --fmad=false, so a·b + c is rounded
  * twice as on the host. The greedy text is then the host's, except where expf, whose last bit
