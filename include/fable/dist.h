@@ -61,6 +61,10 @@ void dist_free(dist *d);       /* MPI_Finalize if dist_init called MPI_Init */
 /* Collective agreement, every rank must call it at the same point. Returns 0 when no rank
  * passed err != 0; else 1 + the lowest rank that did. */
 int dist_agree(dist *d, int err);
+/* dist_agree, and the first failing rank's fb_errmsg() copied into why[0..cap) on every rank
+ * (cap must be the same on every rank): rank 0 can then print it itself. A failing rank's own
+ * stderr may never reach the user, because mpirun ends the job when rank 0 exits non-zero. */
+int dist_agree_why(dist *d, int err, char *why, size_t cap);
 /* Bitwise OR of every rank's bits (stop reasons). */
 unsigned dist_or(dist *d, unsigned bits);
 /* Is h the same on every rank? 0 if so; else 1 + the lowest rank whose h differs from rank 0's. */

@@ -3,6 +3,7 @@
  * functions are those of a job of one process. */
 #include "fable/dist.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,17 @@ int dist_agree(dist *d, int err) {
     if (d->world > 1) MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
 #endif
     return first < d->world ? first + 1 : 0;
+}
+
+int dist_agree_why(dist *d, int err, char *why, size_t cap) {
+    const int bad = dist_agree(d, err);
+    if (!bad || cap == 0) return bad;
+    if (d->rank == bad - 1) snprintf(why, cap, "%s", fb_errmsg());
+#ifdef FABLE_MPI
+    if (d->world > 1) MPI_Bcast(why, (int)cap, MPI_CHAR, bad - 1, MPI_COMM_WORLD);
+#endif
+    why[cap - 1] = 0;
+    return bad;
 }
 
 unsigned dist_or(dist *d, unsigned bits) {

@@ -225,8 +225,8 @@ static int save_checkpoint(run *r) {
         rc = fb_err("checkpoint %s not written: %s; the last good checkpoint is %s", path, why,
                     r->good_ckpt[0] ? r->good_ckpt : "(none yet)");
     }
-    if (dist_agree(&r->dp, rc))
-        return rc ? -1 : fb_err("rank 0 could not write the checkpoint %s (its message says why)", path);
+    char why0[1536];
+    if (dist_agree_why(&r->dp, rc, why0, sizeof why0)) return rc ? -1 : fb_err("rank 0: %s", why0);
     r->prune_pending = r->dp.rank == 0;
     double dt = fb_now() - t0;
     r->h.timers.ckpt += dt;
@@ -697,9 +697,10 @@ static void job_options(run *r) {
 
 /* After setup, collectively: did every rank start, and from the same state? */
 static int start_agree(run *r, int rc) {
-    const int bad = dist_agree(&r->dp, rc);
+    char why[1536];
+    const int bad = dist_agree_why(&r->dp, rc, why, sizeof why);
     if (rc) return rc;
-    if (bad) return fb_err("rank %d could not start (its message says why)", bad - 1);
+    if (bad) return fb_err("rank %d could not start: %s", bad - 1, why);
     if (r->dp.world > 1 && (rc = dist_same(&r->dp, start_hash(r))))
         return fb_err("rank %d starts from other weights, settings or data position than rank 0 (start checksums "
                       "differ): every rank must run the same command on the same files", rc - 1);

@@ -72,8 +72,9 @@ cmp -s <(payload "$W/two/ckpt_00000020.bin") <(payload "$W/half/ckpt_00000020.bi
 # ---- errors on one rank end the job at once, naming it ----
 t0=$(date +%s)
 out=$($MPI -np 1 ./fable train $common --accum 2 --out "$W/e1" : -np 1 env FABLE_MEM_AVAILABLE_MB=0.1 ./fable train $common --accum 2 --out "$W/e1" 2>&1) && fail "a job with a failing rank succeeded"
-echo "$out" | grep -q "rank 1 of 2: .*parameters need" || fail "the failing rank's message is missing: $out"
-echo "$out" | grep -q "rank 0 of 2: rank 1 could not start" || fail "rank 0 does not name the failed rank: $out"
+# rank 0 relays the failing rank's reason: rank 1's own stderr may be cut off when mpirun ends
+# the job on rank 0's exit (seen in CI), so only rank 0's line is sure to arrive
+echo "$out" | grep -q "rank 0 of 2: rank 1 could not start: .*parameters need" || fail "rank 0 does not name the failed rank and its reason: $out"
 out=$($MPI -np 1 ./fable train $common --accum 2 --out "$W/e2" : -np 1 ./fable train $common --accum 2 --seed 7 --out "$W/e2" 2>&1) && fail "ranks with different seeds ran"
 echo "$out" | grep -q "rank 1 starts from other weights" || fail "different start not detected: $out"
 [ $(( $(date +%s) - t0 )) -lt 60 ] || fail "failing jobs took too long (a hang?)"
