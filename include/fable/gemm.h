@@ -36,9 +36,11 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
 
-/* For tests of the run-time split: threads other than 0 spin `us` µs before each block of C
- * they take (0: off), so that thread 0 takes over their blocks; gemm_test_steals returns
- * how many blocks were taken from another thread's part since the last call. */
+/* For tests of the run-time split: before each block of C they take, threads other than 0
+ * spin until some thread has taken a block from another's part (counted since the last
+ * gemm_test_steals) or `us` µs have passed (0: off), so that thread 0 takes over their
+ * blocks however the cores are scheduled; gemm_test_steals returns how many blocks were
+ * taken from another thread's part since the last call. */
 void gemm_test_skew(int us);
 long gemm_test_steals(void);
 

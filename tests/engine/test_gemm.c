@@ -300,7 +300,7 @@ static void shared_split(void) {
         for (int nt = 2; nt <= 3; nt++) {
             memcpy(C.p, c0, nc * sizeof(float));
             gemm_set_threads(nt);
-            gemm_test_skew(300);
+            gemm_test_skew(50000);
             gemm_f32(tA, tB, M, N, K, 0.5f, A.p, A.ld, B.p, B.ld, 1.0f, C.p, C.ld);
             gemm_test_skew(0);
             steals += gemm_test_steals();

@@ -225,8 +225,10 @@ static int claim_units(const gemm_job *jb, int pass, int prev, int units, int ma
     gemm_claims *cl = jb->cl;
     const int t = omp_get_thread_num();
     const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
-    if (skew && t > 0)
-        for (double t0 = fb_now(); fb_now() - t0 < skew * 1e-6;) _mm_pause();
+    if (skew && t > 0) /* held back until thread 0 has taken over a unit, or skew µs */
+        for (double t0 = fb_now(); atomic_load_explicit(&g_steals, memory_order_relaxed) == 0 &&
+                                   fb_now() - t0 < skew * 1e-6;)
+            _mm_pause();
     int u = t < cl->nt ? take_range(&cl->range[t].pass[pass], 1, maxrun, n) : -1;
     for (int i = 1; u < 0 && i < cl->nt; i++) {
         u = take_range(&cl->range[(t + i) % cl->nt].pass[pass], 0, maxrun, n);
