@@ -27,6 +27,8 @@ declare -A V=(   # each variant spelled out in full on top of the recipe (8x256,
   [b4]="--batch 4"
   [b4lr1.4e-3]="--batch 4 --lr 1.4e-3"
   [b8floor0]="--min-lr 0"
+  [b8lin0]="--schedule linear --min-lr 0"      # linear decay to zero (Bergsma et al. 2025)
+  [b8lin0lr3e-3]="--schedule linear --min-lr 0 --lr 3e-3"
   [b8drop0.1]="--dropout 0.1"
   # session 10-11's variants, on the recipe of the time (32x256, wd 0.01)
   [b32wd0.01]="--batch 32 --weight-decay 0.01"

@@ -20,16 +20,16 @@ static const char *usage =
     "recipe: --recipe ane (default: 1x256, accum 10, Adam 3e-4, constant) | llama2c (AdamW 0.9/0.95,\n"
     "        wd 0.1, clip 1.0, warmup + cosine to 0, lr 5e-4) | budget (for --time-limit: 8x256, AdamW\n"
     "        0.9/0.99, lr 2e-3, wd 0.1, clip 1, warmup 100, cosine to lr/10); every value can be overridden:\n"
-    "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|constant\n"
+    "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|linear|constant\n"
     "  --optimizer adamw|adam --beta1 X --beta2 X --eps X --weight-decay X --grad-clip X (0 = off)\n"
     "  --sampler random|shuffled|sequential --seed S --dropout P (on the inputs of Wo and W2; training only)\n"
     "data: --train SHARD --val SHARD [--data-vocab V for raw headerless uint16 files]\n"
     "run:  --out DIR (checkpoints, default out) --ckpt-every N (100) --keep K (3) --log FILE (JSON lines;\n"
     "      default OUT/train.jsonl; - = stderr) --eval-every N (100) --eval-batches N (20) --sample-every N (0) --sample-tokens N\n"
     "      --tokenizer FILE (for samples) --time-limit SECONDS --quiet\n"
-    "time: --time-limit S stops the run after S seconds; with a cosine schedule and no --steps, the run first\n"
-    "      measures its speed, then plans the number of updates that fit in S (evals, checkpoints and samples\n"
-    "      included) and decays the learning rate over exactly those\n"
+    "time: --time-limit S stops the run after S seconds; with a decaying schedule (cosine, linear) and no --steps,\n"
+    "      the run first measures its speed, then plans the number of updates that fit in S (evals, checkpoints\n"
+    "      and samples included) and decays the learning rate over exactly those\n"
     "data-parallel: mpirun -np N fable train ... (a build with MPI): each process runs --accum K micro-steps,\n"
     "      the update is that of one process with N*K; rank 0 writes; resume with the same N (docs/distributed.md)\n"
     "engine:\n" CLI_ENGINE_USAGE;
@@ -51,7 +51,7 @@ int cmd_train(int argc, char **argv) {
     if (train_recipe(recipe, &o.hp)) return cli_fail(&a, NULL);
     o.recipe = cli_has(&a, "--recipe") || !cli_has(&a, "--resume") ? recipe : NULL;
     train_hparams *hp = &o.hp;
-    const float min_lr_ratio = hp->schedule == SCHED_COSINE && hp->lr > 0 ? hp->min_lr / hp->lr : 0.0f;
+    const float min_lr_ratio = hp->schedule != SCHED_CONSTANT && hp->lr > 0 ? hp->min_lr / hp->lr : 0.0f;
     /* model */
     const char *preset = cli_str(&a, "--preset", NULL);
     o.init_path = cli_str(&a, "--init", NULL);
@@ -88,8 +88,9 @@ int cmd_train(int argc, char **argv) {
     const char *sched = cli_str(&a, "--schedule", NULL);
     if (sched) {
         if (!strcmp(sched, "cosine")) hp->schedule = SCHED_COSINE;
+        else if (!strcmp(sched, "linear")) hp->schedule = SCHED_LINEAR;
         else if (!strcmp(sched, "constant")) hp->schedule = SCHED_CONSTANT;
-        else return cli_fail(&a, "--schedule must be cosine or constant, not '%s'", sched);
+        else return cli_fail(&a, "--schedule must be cosine, linear or constant, not '%s'", sched);
     }
     /* min_lr follows the schedule and lr unless given: constant → lr; cosine → the recipe's
      * floor as a fraction of its lr (budget: lr/10), or 0 (llama2.c) */
@@ -131,7 +132,7 @@ int cmd_train(int argc, char **argv) {
     o.precision = eo.precision;
     o.time_limit = cli_float(&a, "--time-limit", 0);
     /* "train for S seconds" with a decaying schedule: plan the updates that fit (plan.h) */
-    o.plan_by_time = o.time_limit > 0 && !hp_given[3] && hp->schedule == SCHED_COSINE && !o.resume_dir;
+    o.plan_by_time = o.time_limit > 0 && !hp_given[3] && hp->schedule != SCHED_CONSTANT && !o.resume_dir;
     o.quiet = cli_flag(&a, "--quiet");
     o.stop_after = (int)cli_int(&a, "--stop-after", 0);
     if (cli_finish(&a)) return 2;

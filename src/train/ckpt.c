@@ -108,7 +108,7 @@ static int check_header(const char *path, const ckpt_header *h, long long fsize)
         return fb_err("%s: corrupt checkpoint header: batch %d, seq %d, accum %d, steps %d (need 1..%d, 1..seq_len "
                       "%d, 1..%d, >= 1)", path, hp->batch, hp->seq, hp->accum, hp->steps, CKPT_MAX_BATCH, c.seq_len,
                       STEP_MAX_ACCUM);
-    if ((uint32_t)hp->sampler > LOADER_SEQUENTIAL || (uint32_t)hp->schedule > SCHED_COSINE ||
+    if ((uint32_t)hp->sampler > LOADER_SEQUENTIAL || (uint32_t)hp->schedule > SCHED_LINEAR ||
         h->loader.kind > LOADER_SEQUENTIAL)
         return fb_err("%s: corrupt checkpoint header: sampler %d, schedule %d, loader kind %u", path, hp->sampler,
                       hp->schedule, h->loader.kind);

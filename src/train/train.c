@@ -65,12 +65,16 @@ float train_recipe_dropout(const char *name) {
     return name && !strcmp(name, "budget") ? TRAIN_BUDGET_DROPOUT : 0.0f;
 }
 
+const char *train_schedule_name(int s) {
+    return s == SCHED_COSINE ? "cosine" : s == SCHED_LINEAR ? "linear" : "constant";
+}
+
 float train_lr(const train_hparams *h, int u) {
     if (h->warmup > 0 && u <= h->warmup) return h->lr * (float)u / (float)h->warmup;
     if (h->schedule == SCHED_CONSTANT) return h->lr;
     if (u >= h->steps) return h->min_lr;
     double ratio = (double)(u - h->warmup) / (double)(h->steps - h->warmup);
-    double coeff = 0.5 * (1.0 + cos(M_PI * ratio));
+    double coeff = h->schedule == SCHED_LINEAR ? 1.0 - ratio : 0.5 * (1.0 + cos(M_PI * ratio));
     return (float)(h->min_lr + coeff * (h->lr - h->min_lr));
 }
 
@@ -122,7 +126,7 @@ typedef struct {
     double *g_loss, *g_tdata; /* [world·K] the job's micro-steps in global order (rank-major) */
     double (*g_sec)[ENG_PH_COUNT]; /* [world·K + 1]: micro-steps, then rank 0's optimizer */
     double t_reduce;        /* seconds of the last gradient all-reduce */
-    double plan_dt[8192];   /* wall seconds of the updates measured for the time plan (2% of the budget: 256 were 6 s at 8×256) */
+    double plan_dt[8192];   /* wall seconds of the updates measured for the time plan (PLAN_AT of the budget) */
     int plan_n;             /* updates measured */
     int lock_fd;            /* fb_lock_dir of the output folder, -1 when none is held */
     float *rp, *rm, *rv;    /* resume: the checkpoint's params and moments (host), verified before use */
@@ -541,7 +545,7 @@ static void log_start(run *r) {
     tele_num(t, "lr", hp->lr);
     tele_num(t, "min_lr", hp->min_lr);
     tele_int(t, "warmup", hp->warmup);
-    tele_str(t, "schedule", hp->schedule == SCHED_COSINE ? "cosine" : "constant");
+    tele_str(t, "schedule", train_schedule_name(hp->schedule));
     tele_num(t, "beta1", hp->beta1);
     tele_num(t, "beta2", hp->beta2);
     tele_num(t, "eps", hp->eps);
@@ -707,6 +711,12 @@ static int start_agree(run *r, int rc) {
     return 0;
 }
 
+/* The time plan is made when this fraction of the budget has passed (or 8192 updates were
+ * measured). At 2% a 20-minute stories260K run measured 27.3 ms per update over its updates
+ * 467-933 and left 1.1 minutes unused (steady state ~26 ms): the later half of 5% is nearer
+ * the steady state. Before the plan the schedule runs on the recipe's provisional total. */
+#define PLAN_AT 0.05
+
 /* Stop reasons, agreed by every rank with dist_or. */
 enum { STOP_SIGNAL = 1, STOP_TIME = 2, STOP_AFTER = 4 };
 
@@ -762,9 +772,9 @@ static int make_time_plan(run *r, int u, double run_t0) {
     tele_end(tl);
     if (!o->quiet)
         printf("time plan: %d updates fit in %.0f s (%.1f ms per update, measured over %d; eval %.0f ms, checkpoint "
-               "%.0f ms, sample %.0f ms); the cosine schedule ends at update %d\n",
+               "%.0f ms, sample %.0f ms); the %s schedule ends at update %d\n",
                hp->steps, o->time_limit, t_update * 1e3, used, t_eval * 1e3, t_ckpt * 1e3, t_sample * 1e3,
-               hp->steps);
+               train_schedule_name(hp->schedule), hp->steps);
     return 0;
 }
 
@@ -858,7 +868,7 @@ int train_run(train_opts *o) {
             /* the update's wall time, telemetry and progress line included */
             r.plan_dt[r.plan_n++] = fb_now() - u_t0;
             /* every rank plans when any rank's clock says so (rank 0's plan is the job's) */
-            if (dist_or(&r.dp, r.plan_n >= 4 && (now - run_t0 >= 0.02 * o->time_limit || r.plan_n >= (int)(sizeof r.plan_dt / sizeof r.plan_dt[0])))) {
+            if (dist_or(&r.dp, r.plan_n >= 4 && (now - run_t0 >= PLAN_AT * o->time_limit || r.plan_n >= (int)(sizeof r.plan_dt / sizeof r.plan_dt[0])))) {
                 if (make_time_plan(&r, u, run_t0)) { rc = -1; break; }
                 planned_now = 1;
                 now = fb_now();

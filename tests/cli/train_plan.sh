@@ -9,6 +9,21 @@ RUN="./fable train $TINY --train $W/train.bin --val $W/val.bin --recipe budget -
      --min-lr 1e-4 --warmup 300 --eval-every 100 --eval-batches 2 --ckpt-every 50 --quiet"
 num() { grep "\"type\":\"$2\"" "$1" | head -1 | sed "s/.*\"$3\":\([^,}]*\).*/\1/"; }
 
+# 0. the linear schedule (--schedule linear): every update's lr against the formula, computed
+#    here: warmup u/5·lr, then lr_min + (1 − (u − 5)/(25 − 5))·(lr − lr_min), the floor at 25;
+#    and with --time-limit it is planned like the cosine
+LIN="./fable train $TINY --train $W/train.bin --recipe budget --batch 4 --seq 64 --lr 1e-3 --min-lr 1e-4
+     --schedule linear --eval-every 0 --quiet"
+$LIN --warmup 5 --steps 25 --out $W/lin --log $W/lin.jsonl >$W/lin.out 2>&1 || { cat $W/lin.out; fail "linear run"; }
+grep '"type":"batch"' $W/lin.jsonl | sed 's/.*"batch":\([0-9]*\),.*"lr":\([^,]*\),.*/\1 \2/' | awk '
+  { u = $1; want = u <= 5 ? 1e-3 * u / 5 : 1e-4 + (1 - (u - 5) / 20) * 9e-4; d = ($2 - want) / want
+    if (d < 0) d = -d; if (d > m) m = d; n++ }
+  END { printf "linear schedule: %d updates, max relative lr error %.1e\n", n, m; exit !(n == 25 && m < 1e-5) }' ||
+  fail "the linear schedule's learning rates differ from the formula"
+$LIN --time-limit 3 --out $W/lint --log $W/lint.jsonl >$W/lint.out 2>&1 || { cat $W/lint.out; fail "planned linear run"; }
+grep '"type":"plan"' $W/lint.jsonl >/dev/null || fail "a linear schedule with --time-limit was not planned"
+grep '"type":"start"' $W/lint.jsonl | grep -q '"schedule":"linear"' || fail "the start record does not name the linear schedule"
+
 # 1. a planned run: it plans once, ends "done" (not cut by the limit) at the planned update,
 #    within the limit, and its last update runs at the floor of the cosine
 LIMIT=8

@@ -105,7 +105,12 @@ static void test_roofline(void) {
     /* the hardware roof: FMAs per second of CPU time; 1 thread, then 2 */
     double cpu1 = 0, cpu2 = 0;
     double wall1 = probe_fma_peak(1, 1, &cpu1);
-    probe_fma_peak(2, 1, &cpu2);
+    /* the 2-thread figure needs both vCPUs at once: on a shared VM (seen in a test run here)
+     * the host may give them one core's worth for seconds, so up to 5 tries, 0.3 s apart */
+    for (int try = 0; try < 5 && !(cpu2 > 1.5 * cpu1); try++) {
+        if (try) nanosleep(&(struct timespec){0, 300000000}, NULL);
+        probe_fma_peak(2, 1, &cpu2);
+    }
     fprintf(stderr, "probe FMA peak: 1 thread %.1f (wall %.1f), 2 threads %.1f GFLOP/s per CPU-second\n", cpu1, wall1,
             cpu2);
     /* 16 lanes × 2 flops × 2 FMA pipes × 6 GHz = 384 GFLOP/s is more than any core does */

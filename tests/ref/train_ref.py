@@ -279,7 +279,7 @@ def train_lr(r, u):
     if u >= steps:
         return min_lr
     ratio = (u - warmup) / (steps - warmup)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    coeff = 1.0 - ratio if r["schedule"] == "linear" else 0.5 * (1.0 + math.cos(math.pi * ratio))
     return f32(min_lr + coeff * f32(lr - min_lr))
 
 
@@ -635,6 +635,8 @@ def self_check():
     want = [5e-3 / 3, 1e-2 / 3, 5e-3] + [5e-4 + 0.5 * (1 + math.cos(math.pi * (u - 3) / 5)) * 4.5e-3
                                          for u in range(4, 9)]
     e = max(abs(train_lr(r, u) - w) / w for u, w in zip(range(1, 9), want))
+    lin = [5e-4 + (1 - (u - 3) / 5) * 4.5e-3 for u in range(4, 9)]
+    e = max(e, max(abs(train_lr(dict(r, schedule="linear"), u) - w) / w for u, w in zip(range(4, 9), lin)))
     good = e < 1e-6 and train_lr(r, 8) == f32(5e-4) and train_lr(dict(r, schedule="constant"), 5) == f32(5e-3)
     ok &= good
     print("self-check train_lr: %.1e: %s" % (e, "ok" if good else "FAIL"))
@@ -655,7 +657,7 @@ def parser():
         p.add_argument("--" + k, type=int)
     for k in ("lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"):
         p.add_argument("--" + k.replace("_", "-"), dest=k, type=float)
-    p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--schedule", choices=("constant", "cosine", "linear"))
     p.add_argument("--optimizer", choices=("adamw", "adam"))
     p.add_argument("--sampler", choices=("sequential",), default="sequential",
                    help="only sequential (fable's other samplers are random)")
