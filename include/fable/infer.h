@@ -1,7 +1,8 @@
 /* fable — inference: the one-token-at-a-time forward with a KV cache, and the sampler.
  *
- * infer_forward follows llama2.c run.c's forward() operation for operation (same
- * summation order, fp32), so that greedy text matches run.c exactly on the same model.
+ * infer_forward follows llama2.c run.c's forward() operation for operation (fp32), except
+ * that dot products are summed in SIMD lanes and the KV cache keeps positions innermost
+ * (src/model/infer.c says why): greedy text matches run.c's on the same model (tested).
  * The sampler is run.c's (temperature, top-p with its cutoff trick, xorshift64* coin),
  * plus top-k (applied before top-p; off by default).
  */
@@ -20,10 +21,15 @@ typedef struct {
     float *x, *xb, *xb2; /* [D] */
     float *hb, *hb2;     /* [F] */
     float *q;            /* [D] */
+    float *k, *v;        /* [KVD]: this position's key and value, before they enter the cache */
     float *att;          /* [NH, max_T] */
     float *logits;       /* [V] */
-    float *kcache;       /* [L, max_T, KVD] */
-    float *vcache;       /* [L, max_T, KVD] */
+    /* the caches, positions innermost: [L, n_kv_heads, HS, max_T], so that a head's
+     * attention scores (over positions, for each of the HS dimensions) and its weighted sum
+     * of values (a dot product over positions, for each dimension) run along contiguous
+     * memory, in SIMD lanes, even when HS is small (8 in stories260K) */
+    float *kcache;
+    float *vcache;
     float *rope;         /* [max_T, HS/2, 2] */
     /* optional: another implementation of the forward (an engine's decoder, wired by the
      * caller); infer_generate then calls fwd(fwd_ctx, token, pos) instead of infer_forward */

@@ -19,7 +19,7 @@ static const char *usage =
     "                          optimizer and hyper-parameters come from it; --steps may be raised)\n"
     "recipe: --recipe ane (default: 1x256, accum 10, Adam 3e-4, constant) | llama2c (AdamW 0.9/0.95,\n"
     "        wd 0.1, clip 1.0, warmup + cosine to 0, lr 5e-4) | budget (for --time-limit: 8x256, AdamW\n"
-    "        0.9/0.99, lr 2e-3, wd 0.1, clip 1, warmup 100, cosine to lr/10); every value can be overridden:\n"
+    "        0.9/0.99, lr 2e-3, wd 0.1, clip 1, warmup 100, linear to 0); every value can be overridden:\n"
     "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|linear|constant\n"
     "  --optimizer adamw|adam --beta1 X --beta2 X --eps X --weight-decay X --grad-clip X (0 = off)\n"
     "  --sampler random|shuffled|sequential --seed S --dropout P (on the inputs of Wo and W2; training only)\n"
@@ -92,8 +92,8 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(sched, "constant")) hp->schedule = SCHED_CONSTANT;
         else return cli_fail(&a, "--schedule must be cosine, linear or constant, not '%s'", sched);
     }
-    /* min_lr follows the schedule and lr unless given: constant → lr; cosine → the recipe's
-     * floor as a fraction of its lr (budget: lr/10), or 0 (llama2.c) */
+    /* min_lr follows the schedule and lr unless given: constant → lr; cosine, linear → the recipe's
+     * floor as a fraction of its lr (0 for llama2c and budget) */
     if (!hf_given[1]) hp->min_lr = hp->schedule == SCHED_CONSTANT ? hp->lr : min_lr_ratio * hp->lr;
     const char *opt = cli_str(&a, "--optimizer", NULL);
     if (opt) {

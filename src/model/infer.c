@@ -1,14 +1,21 @@
 /* fable — KV-cache inference and sampling: llama2.c run.c's forward and sampler, operation
  * for operation, except that every dot product is summed in SIMD lanes (dot() below) where
- * run.c sums in order. run.c's in-order sum cannot be vectorised (-O3 keeps fp32 additions
- * in order), so its matrix-vector products run at scalar speed; fable's run at the memory
- * speed (bench/sample_vs_runc.sh). Greedy text stays run.c's: a different summation order
- * moves a logit by ~1e-6 relative, far inside the gap between the first and second choice
- * (tests/cli/sample_stories260K.sh compares with run.c's own output). */
+ * run.c sums in order, and that the KV cache keeps positions innermost. run.c's in-order sum
+ * cannot be vectorised (-O3 keeps fp32 additions in order), so its matrix-vector products
+ * run at scalar speed; fable's run at the memory speed (bench/sample_vs_runc.sh). With the
+ * positions innermost, a head's attention scores and weighted sum of values run in SIMD
+ * lanes over positions, which matters when heads are narrow (stories260K: 8 dimensions per
+ * head, where run.c's per-position dot products of 8 were 2/3 of the time). Greedy text
+ * stays run.c's: a different summation order moves a logit by ~1e-6 relative, far inside the
+ * gap between the first and second choice (tests/cli/sample_stories260K.sh compares with
+ * run.c's own output). */
 #include "fable/infer.h"
 
 #include <ctype.h>
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,13 +33,15 @@ int infer_init(infer_state *s, const model *m, int max_T) {
     s->hb = fb_alloc(F * sizeof(float));
     s->hb2 = fb_alloc(F * sizeof(float));
     s->q = fb_alloc(D * sizeof(float));
+    s->k = fb_alloc(KVD * sizeof(float));
+    s->v = fb_alloc(KVD * sizeof(float));
     s->att = fb_alloc((size_t)c->n_heads * max_T * sizeof(float));
     s->logits = fb_alloc((size_t)c->vocab_size * sizeof(float));
     s->kcache = fb_alloc(L * max_T * KVD * sizeof(float));
     s->vcache = fb_alloc(L * max_T * KVD * sizeof(float));
     s->rope = fb_alloc((size_t)max_T * model_head_size(c) * sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->att || !s->logits || !s->kcache ||
-        !s->vcache || !s->rope) {
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att || !s->logits ||
+        !s->kcache || !s->vcache || !s->rope) {
         infer_free(s);
         return fb_err("out of memory for inference state (seq %d)", max_T);
     }
@@ -41,7 +50,8 @@ int infer_init(infer_state *s, const model *m, int max_T) {
 }
 
 void infer_free(infer_state *s) {
-    float *p[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->kcache, s->vcache, s->rope};
+    float *p[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->k, s->v, s->att, s->logits, s->kcache, s->vcache,
+                  s->rope};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) fb_free(p[i]);
     memset(s, 0, sizeof *s);
 }
@@ -56,14 +66,37 @@ static void rmsnorm(float *o, const float *x, const float *w, int n) {
     for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
 }
 
-/* a·b over n floats, summed in SIMD lanes, then the lanes (the compiler's order: fixed for a
- * given binary, so results do not depend on the thread count) */
+/* a·b over n floats, summed in SIMD lanes, then the lanes in a fixed order (so results do not
+ * depend on the thread count). With AVX-512: two accumulators of 16 lanes, the tail by a
+ * masked load, the lanes summed as a tree (_mm512_reduce_add_ps): the compiler's own
+ * reduction of an `omp simd` loop adds the 16 lanes one after another (16 dependent adds),
+ * which cost more than the 4 FMAs of a 64-long product (stories260K's rows). */
+#if defined(__AVX512F__)
+static inline float dot(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
+    }
+    if (j + 16 <= n) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
+        j += 16;
+    }
+    if (j < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+#else
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int j = 0; j < n; j++) s += a[j] * b[j];
     return s;
 }
+#endif
 
 /* Below this many multiply-adds a product runs on one thread: waking the team costs more. */
 #define MATVEC_PAR_MIN 65536
@@ -97,11 +130,10 @@ float *infer_forward(infer_state *s, int token, int pos) {
         model_layer lw;
         model_layer_view(c, w, l, &lw);
         rmsnorm(s->xb, x, lw.rms_att, D);
-        float *kc = s->kcache + ((size_t)l * T + pos) * KVD;
-        float *vc = s->vcache + ((size_t)l * T + pos) * KVD;
+        float *kc = s->k;
         matvec(s->q, s->xb, lw.wq, D, D);
         matvec(kc, s->xb, lw.wk, D, KVD);
-        matvec(vc, s->xb, lw.wv, D, KVD);
+        matvec(s->v, s->xb, lw.wv, D, KVD);
         /* RoPE: rotate pairs (2i, 2i+1) of every head of q and k */
         for (int i = 0; i < D; i += 2) {
             const int j = (i % HS) / 2;
@@ -114,24 +146,33 @@ float *infer_forward(infer_state *s, int token, int pos) {
                 vec[i + 1] = v0 * fci + v1 * fcr;
             }
         }
-        /* causal attention over positions 0..pos, per head */
-#pragma omp parallel for schedule(static) if (NH * (pos + 1) * HS > 65536)
+        /* this position's key and value into the caches ([L, KVH, HS, T]: column pos) */
+        float *kl = s->kcache + (size_t)l * KVD * T, *vl = s->vcache + (size_t)l * KVD * T;
+        for (int i = 0; i < KVD; i++) {
+            kl[(size_t)i * T + pos] = s->k[i];
+            vl[(size_t)i * T + pos] = s->v[i];
+        }
+        /* causal attention over positions 0..pos, per head:
+         *   att[t] = Σ_i q[i]·K[i][t] / √HS (summed over i in order, as run.c), softmax,
+         *   xb[i] = Σ_t att[t]·V[i][t] (in SIMD lanes over t) */
+        const int npos = pos + 1;
+        const float scale = sqrtf((float)HS);
+#pragma omp parallel for schedule(static) if (NH * npos * HS > 65536)
         for (int h = 0; h < NH; h++) {
             const float *q = s->q + h * HS;
-            float *att = s->att + (size_t)h * T;
-            const size_t koff = (size_t)l * T * KVD + (size_t)(h / group) * HS;
-            for (int t = 0; t <= pos; t++) {
-                const float *k = s->kcache + koff + (size_t)t * KVD;
-                att[t] = dot(q, k, HS) / sqrtf((float)HS);
+            float *restrict att = s->att + (size_t)h * T;
+            const float *K = kl + (size_t)(h / group) * HS * T, *V = vl + (size_t)(h / group) * HS * T;
+            for (int t = 0; t < npos; t++) att[t] = q[0] * K[t];
+            for (int i = 1; i < HS; i++) {
+                const float qi = q[i], *restrict Ki = K + (size_t)i * T;
+#pragma omp simd
+                for (int t = 0; t < npos; t++) att[t] += qi * Ki[t];
             }
-            softmax(att, pos + 1);
+#pragma omp simd
+            for (int t = 0; t < npos; t++) att[t] /= scale;
+            softmax(att, npos);
             float *xb = s->xb + h * HS;
-            memset(xb, 0, HS * sizeof(float));
-            for (int t = 0; t <= pos; t++) {
-                const float *v = s->vcache + koff + (size_t)t * KVD;
-                const float a = att[t];
-                for (int i = 0; i < HS; i++) xb[i] += a * v[i];
-            }
+            for (int i = 0; i < HS; i++) xb[i] = dot(att, V + (size_t)i * T, npos);
         }
         matvec(s->xb2, s->xb, lw.wo, D, D);
         for (int i = 0; i < D; i++) x[i] += s->xb2[i];
