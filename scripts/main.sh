@@ -48,7 +48,7 @@ fi
 echo "== 4. train stories260K for $MINUTES minutes"
 rm -rf "$OUT/ckpt"
 # the budget recipe: the run measures its speed, plans the updates that fit in the time and
-# decays the learning rate (cosine) over exactly those (docs/budget.md)
+# decays the learning rate (linearly, to 0) over exactly those (docs/budget.md)
 ./fable train --preset stories260K --train "$OUT/train.bin" --val "$OUT/val.bin" --recipe budget \
   --time-limit $((MINUTES * 60)) --eval-every 1000 --eval-batches 8 --ckpt-every 1000 \
   --tokenizer "$OUT/tok512.bin" --out "$OUT/ckpt" --log "$OUT/train.jsonl" --sample-tokens 0

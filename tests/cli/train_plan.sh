@@ -6,7 +6,7 @@
 # given the planned --steps from the start (the plan is part of the trajectory).
 . "$(dirname "$0")/lib_train.sh"
 RUN="./fable train $TINY --train $W/train.bin --val $W/val.bin --recipe budget --batch 4 --seq 64 --lr 1e-3
-     --min-lr 1e-4 --warmup 300 --eval-every 100 --eval-batches 2 --ckpt-every 50 --quiet"
+     --min-lr 1e-4 --warmup 2000 --eval-every 100 --eval-batches 2 --ckpt-every 50 --quiet"
 num() { grep "\"type\":\"$2\"" "$1" | head -1 | sed "s/.*\"$3\":\([^,}]*\).*/\1/"; }
 
 # 0. the linear schedule (--schedule linear): every update's lr against the formula, computed
@@ -50,15 +50,17 @@ fi
 # 2. the plan is in the checkpoint: stop after the plan, resume, and compare every loss with a
 #    run told --steps N (and the plan's warmup) from the start; the learning rates of the
 #    measuring updates (inside the warmup) do not depend on the total
-if [ "$WU" != 300 ] || [ "$N" -le $((P + 20)) ]; then
+# (the plan is made at 5% of the budget, ~400 updates here: inside the warmup of 2000)
+if [ "$P" -gt 2000 ]; then echo "skipped part 2: the plan came after the warmup (update $P): machine too fast"; exit 0; fi
+if [ "$WU" != 2000 ] || [ "$N" -le $((2 * P + 20)) ]; then
   echo "skipped part 2: the plan changed the warmup ($WU) or left too few updates ($N): machine too slow"; exit 0
 fi
-$RUN --time-limit $LIMIT --out $W/b --log $W/b.jsonl --stop-after $((P + 10)) >$W/b.out 2>&1 || { cat $W/b.out; fail "first half"; }
+$RUN --time-limit $LIMIT --out $W/b --log $W/b.jsonl --stop-after $((2 * P + 10)) >$W/b.out 2>&1 || { cat $W/b.out; fail "first half"; }
 if [ "$(num $W/b.jsonl end reason)" != '"stop_after"' ] || ! grep -q '"type":"plan"' $W/b.jsonl; then
-  echo "skipped part 2: the second run ended $(num $W/b.jsonl end reason) before its plan and $((P + 10)) updates: machine too slow"; exit 0
+  echo "skipped part 2: the second run ended $(num $W/b.jsonl end reason) before its plan and $((2 * P + 10)) updates: machine too slow"; exit 0
 fi
 NB=$(num $W/b.jsonl plan steps)
-if [ "$(num $W/b.jsonl plan warmup)" != 300 ] || [ "$NB" -le $((P + 20)) ]; then
+if [ "$(num $W/b.jsonl plan warmup)" != 2000 ] || [ "$(num $W/b.jsonl plan update)" -gt 2000 ] || [ "$NB" -le $((2 * P + 20)) ]; then
   echo "skipped part 2: the second run's plan ($NB updates) changed the warmup or left too few: machine too slow"; exit 0
 fi
 ./fable train --resume $W/b --train $W/train.bin --log $W/b2.jsonl --quiet >$W/b2.out 2>&1 || { cat $W/b2.out; fail "resume"; }
