@@ -130,9 +130,8 @@ float *infer_forward(infer_state *s, int token, int pos) {
         model_layer lw;
         model_layer_view(c, w, l, &lw);
         rmsnorm(s->xb, x, lw.rms_att, D);
-        float *kc = s->k;
         matvec(s->q, s->xb, lw.wq, D, D);
-        matvec(kc, s->xb, lw.wk, D, KVD);
+        matvec(s->k, s->xb, lw.wk, D, KVD);
         matvec(s->v, s->xb, lw.wv, D, KVD);
         /* RoPE: rotate pairs (2i, 2i+1) of every head of q and k */
         for (int i = 0; i < D; i += 2) {
@@ -140,7 +139,7 @@ float *infer_forward(infer_state *s, int token, int pos) {
             const float fcr = rp[2 * j], fci = rp[2 * j + 1];
             const int rotn = i < KVD ? 2 : 1;
             for (int v = 0; v < rotn; v++) {
-                float *vec = v == 0 ? s->q : kc;
+                float *vec = v == 0 ? s->q : s->k;
                 float v0 = vec[i], v1 = vec[i + 1];
                 vec[i] = v0 * fcr - v1 * fci;
                 vec[i + 1] = v0 * fci + v1 * fcr;

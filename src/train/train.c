@@ -712,13 +712,14 @@ static int start_agree(run *r, int rc) {
 }
 
 /* The time plan is made when this fraction of the budget has passed (or 8192 updates were
- * measured). At 2% a 20-minute stories260K run measured 27.3 ms per update over its updates
- * 467-933 and left 1.1 minutes unused (steady state ~26 ms): the later half of 5% is nearer
- * the steady state. Before the plan the schedule runs on the recipe's provisional total. */
+ * measured): the first updates run slower than the steady state (cold caches, page faults),
+ * and the later half of 5% is measured past them. Before the plan the schedule runs on the
+ * recipe's provisional total. */
 #define PLAN_AT 0.05
-/* The fraction of the budget the plan keeps free. The VM's speed drifts by up to ~8% within
- * 20 minutes (a run planned at 23.9 ms per update averaged 26.0 and was cut by the limit at
- * 95% of its plan, before its learning rate had decayed); 4% covers most of that. */
+/* The fraction of the budget the plan keeps free for noise. It cannot cover this VM, which
+ * runs in phases of ~23 and ~28 ms per stories260K 8×256 update: a plan made in a fast
+ * minute was cut by the limit at 90% of its plan (docs/budget.md). A margin that wide would
+ * cost as many updates as the cut; a plan that corrects itself once is the open fix. */
 #define PLAN_MARGIN 0.04
 
 /* Stop reasons, agreed by every rank with dist_or. */
