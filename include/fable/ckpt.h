@@ -56,7 +56,8 @@ typedef struct {
     int32_t time_plan;          /* train_time_plan: 0 none, 1 pending (measuring), 2 planned (hp.steps fixed) */
     int32_t world_size;         /* processes of the data-parallel job that wrote it (0 in older files: 1) */
     float dropout;              /* dropout rate of the run (0 in older files: none) */
-    uint8_t reserved[24];
+    lr_replan replan;           /* the last correction of the time plan (update 0: none; 0 in older files) */
+    uint8_t reserved[16];
 } ckpt_header;
 
 void ckpt_cfg_pack(const model_config *c, int32_t out[8]);

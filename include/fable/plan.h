@@ -3,9 +3,11 @@
  * A cosine schedule needs the number of updates in advance. With `--time-limit S` and no
  * `--steps`, the trainer runs a few updates at the warmup learning rate, measures what an
  * update, an evaluation, a checkpoint and a sample cost, and asks plan_updates() how many
- * updates fit in what is left. The answer becomes hp.steps, is stored in every checkpoint
- * from then on, and the rest of the run is as deterministic as any other (resume is
- * bit-exact). The hard `--time-limit` stop stays as a safety net.
+ * updates fit in what is left. The answer becomes hp.steps and is stored in every checkpoint
+ * from then on. At 25/50/75/90% of the budget the trainer asks again with the speed measured
+ * since, and corrects the total when it differs (train.c correct_time_plan; the schedule
+ * goes on continuously, lr_replan in fable/train.h). Each correction is stored too, so a
+ * resume is bit-exact from any checkpoint. The hard `--time-limit` stop stays as a safety net.
  *
  * The model of the run's time, for a plan made after update u0 at elapsed time t0:
  *   end(N) = t0 + (N − u0)·t_update

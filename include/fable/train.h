@@ -40,8 +40,24 @@ typedef struct {
     uint64_t seed;
 } train_hparams;
 
-/* lr at update u (1-based): warmup u/warmup·lr, then constant, or cosine or linear to min_lr at `steps`. */
+/* A correction of a time plan (train.c): after update `update` (past the warmup) the total
+ * was changed to hp.steps; the schedule's progress, `progress` in [0, 1) at that update,
+ * then runs on in a straight line to 1 at the new total, so the learning rate stays
+ * continuous. update 0: none. Stored in the checkpoint (ckpt_header.replan). */
+typedef struct {
+    int32_t update;
+    float progress;
+} lr_replan;
+
+/* lr at update u (1-based): warmup u/warmup·lr, then constant, or cosine or linear to min_lr at `steps`.
+ * The decay's progress p(u) = (u − warmup)/(steps − warmup); after a correction rp (may be NULL)
+ * at update R with progress p_R: p(u) = p_R + (1 − p_R)·(u − R)/(steps − R) for u > R.
+ * Cosine: lr = min_lr + ½(1 + cos πp)(lr − min_lr); linear: lr = min_lr + (1 − p)(lr − min_lr). */
+float train_lr_replanned(const train_hparams *h, const lr_replan *rp, int u);
+/* the same without a correction */
 float train_lr(const train_hparams *h, int u);
+/* the decay's progress p(u) above (0 inside the warmup, 1 at and past `steps`) */
+double train_lr_progress(const train_hparams *h, const lr_replan *rp, int u);
 /* "constant", "cosine" or "linear" */
 const char *train_schedule_name(int schedule);
 
@@ -71,7 +87,7 @@ typedef struct {
     int sample_every, sample_tokens;
     int ckpt_every, keep;
     double time_limit;         /* seconds; 0 = none. Stops after the update that crosses it. */
-    int plan_by_time;          /* with time_limit and a cosine schedule, no --steps: plan the updates that fit */
+    int plan_by_time;          /* with time_limit and a decaying schedule, no --steps: plan the updates that fit */
     int quiet;                 /* no human progress line */
     int seq_explicit;          /* --seq given: an error if it exceeds seq_len (else clamped) */
     int stop_after;            /* testing aid: stop (with a checkpoint) after this many updates of this run */

@@ -112,6 +112,11 @@ static int check_header(const char *path, const ckpt_header *h, long long fsize)
         h->loader.kind > LOADER_SEQUENTIAL)
         return fb_err("%s: corrupt checkpoint header: sampler %d, schedule %d, loader kind %u", path, hp->sampler,
                       hp->schedule, h->loader.kind);
+    if (h->replan.update < 0 || (h->replan.update > 0 && (h->replan.update > h->update ||
+                                                          !(h->replan.progress >= 0 && h->replan.progress < 1))))
+        return fb_err("%s: corrupt checkpoint header: the time plan's correction at update %d (progress %g) is not "
+                      "between 0 and the updates done (%lld) or its progress not in [0, 1)", path, h->replan.update,
+                      (double)h->replan.progress, (long long)h->update);
     if (h->update < 0 || h->micro_steps < 0 || h->tokens_seen < 0 || h->threads < 0 || h->data_vocab < 0 ||
         h->data_vocab > 65536)
         return fb_err("%s: corrupt checkpoint header: negative counter or bad data vocab (update %lld, micro-steps "

@@ -69,14 +69,24 @@ const char *train_schedule_name(int s) {
     return s == SCHED_COSINE ? "cosine" : s == SCHED_LINEAR ? "linear" : "constant";
 }
 
-float train_lr(const train_hparams *h, int u) {
+double train_lr_progress(const train_hparams *h, const lr_replan *rp, int u) {
+    if (u <= h->warmup) return 0;
+    if (u >= h->steps) return 1;
+    if (rp && rp->update > h->warmup && u > rp->update && h->steps > rp->update)
+        return rp->progress + (1.0 - rp->progress) * (double)(u - rp->update) / (double)(h->steps - rp->update);
+    return (double)(u - h->warmup) / (double)(h->steps - h->warmup);
+}
+
+float train_lr_replanned(const train_hparams *h, const lr_replan *rp, int u) {
     if (h->warmup > 0 && u <= h->warmup) return h->lr * (float)u / (float)h->warmup;
     if (h->schedule == SCHED_CONSTANT) return h->lr;
     if (u >= h->steps) return h->min_lr;
-    double ratio = (double)(u - h->warmup) / (double)(h->steps - h->warmup);
+    const double ratio = train_lr_progress(h, rp, u);
     double coeff = h->schedule == SCHED_LINEAR ? 1.0 - ratio : 0.5 * (1.0 + cos(M_PI * ratio));
     return (float)(h->min_lr + coeff * (h->lr - h->min_lr));
 }
+
+float train_lr(const train_hparams *h, int u) { return train_lr_replanned(h, NULL, u); }
 
 void train_opts_defaults(train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -128,6 +138,12 @@ typedef struct {
     double t_reduce;        /* seconds of the last gradient all-reduce */
     double plan_dt[8192];   /* wall seconds of the updates measured for the time plan (PLAN_AT of the budget) */
     int plan_n;             /* updates measured */
+    /* corrections of the plan (correct_time_plan), made only by the process that planned */
+    plan_in plan;           /* the plan's model of the run's time (eval, checkpoint, sample costs) */
+    int correcting;         /* 1 from the plan on in this process */
+    int check_i;            /* the next of CHECK_AT */
+    double dt_plan_sum, dt_check_sum; /* wall seconds of the updates since the plan / the last check */
+    int dt_plan_n, dt_check_n;
     int lock_fd;            /* fb_lock_dir of the output folder, -1 when none is held */
     float *rp, *rm, *rv;    /* resume: the checkpoint's params and moments (host), verified before use */
 } run;
@@ -716,11 +732,21 @@ static int start_agree(run *r, int rc) {
  * and the later half of 5% is measured past them. Before the plan the schedule runs on the
  * recipe's provisional total. */
 #define PLAN_AT 0.05
-/* The fraction of the budget the plan keeps free for noise. It cannot cover this VM, which
- * runs in phases of ~23 and ~28 ms per stories260K 8×256 update: a plan made in a fast
- * minute was cut by the limit at 90% of its plan (docs/budget.md). A margin that wide would
- * cost as many updates as the cut; a plan that corrects itself once is the open fix. */
+/* The fraction of the budget the plan keeps free for noise. It alone cannot cover this VM,
+ * which runs in phases of ~23 and ~28 ms per stories260K 8×256 update: a plan made in a fast
+ * minute was cut by the limit at 90% of its plan (docs/budget.md). The checks below correct
+ * the plan as the run goes. */
 #define PLAN_MARGIN 0.04
+
+/* After the plan, the run checks its speed when these fractions of the budget have passed and,
+ * when the plan's end no longer fits (or leaves time unused), changes the total: the plan
+ * corrects itself (correct_time_plan). The last check leaves a tenth of the budget, so a
+ * slowdown after it costs at most a fraction of that. */
+static const double CHECK_AT[] = {0.25, 0.5, 0.75, 0.9};
+#define N_CHECKS ((int)(sizeof CHECK_AT / sizeof CHECK_AT[0]))
+/* The fraction of the budget a correction keeps free: less than the plan's, since the time
+ * after the last check is short and the speed used is the slower of two means (below). */
+#define CHECK_MARGIN 0.025
 
 /* Stop reasons, agreed by every rank with dist_or. */
 enum { STOP_SIGNAL = 1, STOP_TIME = 2, STOP_AFTER = 4 };
@@ -760,6 +786,8 @@ static int make_time_plan(run *r, int u, double run_t0) {
     hp->steps = (int32_t)agreed[0];
     hp->warmup = (int32_t)agreed[1];
     r->h.time_plan = TIME_PLAN_DONE;
+    r->plan = p;
+    r->correcting = 1;
     if (o->out_dir && save_checkpoint(r)) return -1;
     tele *tl = &r->tl;
     tele_begin(tl, "plan");
@@ -781,6 +809,55 @@ static int make_time_plan(run *r, int u, double run_t0) {
                hp->steps, o->time_limit, t_update * 1e3, used, t_eval * 1e3, t_ckpt * 1e3, t_sample * 1e3,
                train_schedule_name(hp->schedule), hp->steps);
     return 0;
+}
+
+/* A check of the plan after update u (CHECK_AT): the speed since the plan and since the last
+ * check, the slower of the two means (the VM runs in phases of different speed; a plan made
+ * in a fast one overruns), the updates that now fit, and a new total when it differs. The
+ * schedule goes on from its progress at u (lr_replan), so the learning rate stays continuous;
+ * the correction is stored in the checkpoint from then on, and a resumed run follows it
+ * without checking again. Every rank takes rank 0's total; returns rank 0's elapsed seconds. */
+static double correct_time_plan(run *r, int u, double run_t0) {
+    train_opts *o = r->o;
+    train_hparams *hp = &o->hp;
+    const double overall = r->dt_plan_sum / r->dt_plan_n, recent = r->dt_check_sum / r->dt_check_n;
+    plan_in p = r->plan;
+    p.margin = CHECK_MARGIN;
+    p.elapsed = fb_now() - run_t0;
+    p.u0 = u;
+    p.t_update = overall > recent ? overall : recent;
+    int64_t n = plan_updates(&p);
+    double agreed[2] = {r->dp.rank == 0 ? (double)(n > INT32_MAX ? INT32_MAX : n) : 0,
+                        r->dp.rank == 0 ? p.elapsed : 0};
+    dist_merge(&r->dp, agreed, 2);
+    n = (int64_t)agreed[0];
+    const int before = hp->steps;
+    if (n != before) {
+        if (u > hp->warmup) {
+            r->h.replan.progress = (float)train_lr_progress(hp, &r->h.replan, u);
+            r->h.replan.update = u;
+        }
+        hp->steps = (int32_t)n;
+    }
+    tele *tl = &r->tl;
+    tele_begin(tl, "replan");
+    tele_int(tl, "update", u);
+    tele_int(tl, "check", r->check_i + 1);
+    tele_int(tl, "steps_before", before);
+    tele_int(tl, "steps", hp->steps);
+    tele_num(tl, "progress", r->h.replan.update == u ? r->h.replan.progress : train_lr_progress(hp, &r->h.replan, u));
+    tele_num(tl, "elapsed_s", p.elapsed);
+    tele_num(tl, "predicted_end_s", plan_end_time(&p, hp->steps));
+    tele_num(tl, "t_update_ms", p.t_update * 1e3);
+    tele_num(tl, "since_plan_ms", overall * 1e3);
+    tele_num(tl, "since_check_ms", recent * 1e3);
+    tele_end(tl);
+    if (!o->quiet && n != before)
+        printf("time plan corrected at update %d: %d updates fit, not %d (%.1f ms per update since the plan, %.1f "
+               "since the last check)\n", u, hp->steps, before, overall * 1e3, recent * 1e3);
+    r->dt_check_sum = 0;
+    r->dt_check_n = 0;
+    return agreed[1];
 }
 
 /* "12:34" (or "1:02:03") */
@@ -839,7 +916,7 @@ int train_run(train_opts *o) {
     step_result res;
     while (r.h.update < hp->steps) {
         const int u = (int)r.h.update + 1;
-        const float lr = train_lr(hp, u);
+        const float lr = train_lr_replanned(hp, &r.h.replan, u);
         const double u_t0 = fb_now();
         if (run_update(&r, u, lr, &res)) { rc = -1; break; }
         const double dt = fb_now() - u_t0;
@@ -876,6 +953,17 @@ int train_run(train_opts *o) {
             if (dist_or(&r.dp, r.plan_n >= 4 && (now - run_t0 >= PLAN_AT * o->time_limit || r.plan_n >= (int)(sizeof r.plan_dt / sizeof r.plan_dt[0])))) {
                 if (make_time_plan(&r, u, run_t0)) { rc = -1; break; }
                 planned_now = 1;
+                now = fb_now();
+            }
+        } else if (r.correcting && r.check_i < N_CHECKS) {
+            const double dt_all = fb_now() - u_t0;   /* measured as for the plan */
+            r.dt_plan_sum += dt_all, r.dt_plan_n++;
+            r.dt_check_sum += dt_all, r.dt_check_n++;
+            if (dist_or(&r.dp, now - run_t0 >= CHECK_AT[r.check_i] * o->time_limit) && u < hp->steps) {
+                const double at = correct_time_plan(&r, u, run_t0);
+                /* one check for all the fractions passed (after a long pause), by rank 0's clock */
+                r.check_i++;
+                while (r.check_i < N_CHECKS && at >= CHECK_AT[r.check_i] * o->time_limit) r.check_i++;
                 now = fb_now();
             }
         }

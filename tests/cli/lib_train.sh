@@ -4,7 +4,7 @@ set -u
 DATA=${FABLE_DATA:-../shared/data}
 TOK=$DATA/stories260K/tok512.model
 W=$(mktemp -d /tmp/fable_test.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+trap '[ -n "${KEEP_W:-}" ] || rm -rf "$W"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 ./fable tokenize --quiet --tokenizer "$TOK" --train-out "$W/train.bin" --val-out "$W/val.bin" \
   "$DATA/tinystories/tinystories_v2_train_first10000lines.txt" \

@@ -79,17 +79,20 @@ out=$($MPI -np 1 ./fable train $common --accum 2 --out "$W/e2" : -np 1 ./fable t
 echo "$out" | grep -q "rank 1 starts from other weights" || fail "different start not detected: $out"
 [ $(( $(date +%s) - t0 )) -lt 60 ] || fail "failing jobs took too long (a hang?)"
 
-# ---- a time budget (--time-limit, no --steps): every rank runs rank 0's plan, to the end ----
+# ---- a time budget (--time-limit, no --steps): every rank runs rank 0's plan and its
+#      corrections, to the end (a rank that disagreed would hang or stop early) ----
 $MPI -np 2 ./fable train $TINY --train $W/train.bin --val $W/val.bin --recipe budget --batch 4 --seq 64 --lr 1e-3 \
   --min-lr 1e-4 --warmup 300 --eval-every 100 --eval-batches 2 --ckpt-every 50 --threads 1 --quiet --time-limit 8 \
   --out "$W/plan" --log "$W/plan.jsonl" >"$W/plan.out" 2>&1 || { cat "$W/plan.out"; fail "planned 2-rank run"; }
 [ "$(grep -c '"type":"plan"' "$W/plan.jsonl")" = 1 ] || fail "expected one plan record"
-steps=$(grep '"type":"plan"' "$W/plan.jsonl" | sed 's/.*"steps":\([0-9]*\).*/\1/')
+# the total of the plan, or of its last correction (the checks at 25..90% of the budget)
+steps=$(grep -E '"type":"(plan|replan)"' "$W/plan.jsonl" | tail -1 | sed 's/.*"steps":\([0-9]*\).*/\1/')
 end=$(grep '"type":"end"' "$W/plan.jsonl")
 last=$(echo "$end" | sed 's/.*"step":\([0-9]*\).*/\1/')
 echo "$end" | grep -q '"reason":"done"' && [ "$last" = "$steps" ] ||
   { echo "$end" | grep -q '"reason":"time_limit"' && [ "$last" -le "$steps" ]; } ||
   fail "the planned 2-rank run ($steps updates) ended otherwise: $end"
+echo "$end" | grep -q '"reason":"done"' && { [ "$(grep -c '"type":"replan"' "$W/plan.jsonl")" = 4 ] || fail "the 2-rank run checked its plan $(grep -c '"type":"replan"' "$W/plan.jsonl") times, not 4"; }
 
 # ---- SIGTERM to one rank: a collective, clean stop ----
 rank_pid() { # mpirun pid, rank

@@ -115,14 +115,16 @@ static void test_ckpt(void) {
     struct { const char *name, *why; void (*edit)(ckpt_header *); } cases[] = {
         {"batch.ckpt", "batch", NULL}, {"seq.ckpt", "seq", NULL}, {"accum.ckpt", "accum", NULL},
         {"path.ckpt", "NUL-terminated", NULL}, {"kind.ckpt", "loader kind", NULL},
+        {"replan.ckpt", "correction", NULL},
     };
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         ckpt_header_for(&h, &tiny);
         if (k == 0) h.hp.batch = 1 << 30;
         if (k == 1) h.hp.seq = 1 << 20;          /* > seq_len 8 */
         if (k == 2) h.hp.accum = 1 << 30;
         if (k == 3) memset(h.data_path, 'A', sizeof h.data_path);
         if (k == 4) h.loader.kind = 77;
+        if (k == 5) h.replan = (lr_replan){.update = 1 << 30, .progress = 0.5f}; /* past the updates done */
         memcpy(f, &h, sizeof h);
         uint64_t sum = fb_hash64(FB_HASH_INIT, f, sizeof h);
         for (int i = 0; i < 3; i++) sum = fb_hash64(sum, f + sizeof h + i * np * 4, np * 4);
