@@ -22,6 +22,9 @@ if [ ! -f "$OUT/train.bin" ]; then
 fi
 declare -A V=(   # each variant spelled out in full on top of the recipe (8x256, lr 2e-3, wd 0.1)
   [base]=""                                   # the recipe as it is
+  [dp2]="--batch 4 --threads 1"                # the recipe data-parallel: 2 processes x 1 thread x 4 (launcher below)
+  [dp2lr3e-3]="--batch 4 --threads 1 --lr 3e-3"
+  [dp2lr4e-3]="--batch 4 --threads 1 --lr 4e-3"
   [b8lr3e-3]="--lr 3e-3"
   [b8lr1.4e-3]="--lr 1.4e-3"
   [b4]="--batch 4"
@@ -50,11 +53,17 @@ declare -A V=(   # each variant spelled out in full on top of the recipe (8x256,
   [floor0]="--batch 32 --weight-decay 0.01 --min-lr 0"
   [warm500]="--batch 32 --weight-decay 0.01 --warmup 500"
 )
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # Open MPI refuses root without them
+declare -A LAUNCH=(   # variants run by several processes (mpirun; the update is that of all of them)
+  [dp2]="mpirun -np 2 --bind-to core"
+  [dp2lr3e-3]="mpirun -np 2 --bind-to core"
+  [dp2lr4e-3]="mpirun -np 2 --bind-to core"
+)
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base b8lr3e-3 b8lr1.4e-3 b4 b8floor0)
 printf "| variant | flags | updates | train loss (last 100) | val loss (whole) | minutes |\n|---|---|---|---|---|---|\n"
 for n in "${names[@]}"; do
   R="$OUT/$n-${MIN}m"; rm -rf "$R" "$R.jsonl"
-  ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
+  ${LAUNCH[$n]:-} ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
     --time-limit $((MIN * 60)) --eval-every 500 --eval-batches 8 --ckpt-every 1000 --out "$R" \
     --log "$R.jsonl" --quiet >/dev/null
   C=$(ls "$R"/ckpt_*.bin | tail -1)

@@ -138,7 +138,7 @@ void probe_kfix_run(probe_kfix *f, int i) {
     case K_CLS_GEMM: mm_nt(N, d->V, D, s->xf, D, s->pw.wcls, D, 0.0f, f->logits, d->V); break;
     case K_ATT_FWD: cpu_attn_core_fwd(e, d, at->q, at->k, at->v, at->att, at->lse); break;
     case K_ATT_BWD:
-        cpu_attn_core_bwd(e, d, at->q, at->k, at->v, at->lse, s->ag[0].da, s->ag[0].dq, s->ag[0].dk, s->ag[0].dv);
+        cpu_attn_core_bwd(e, d, at->q, at->k, at->v, at->lse, at->att, 1.0f, s->ag[0].da, s->ag[0].dq, s->ag[0].dk, s->ag[0].dv);
         break;
     case K_RMS: cpu_rmsnorm_rows(N, D, at->x, w->rms_att, at->xn, at->rstd); break;
     case K_ROPE: cpu_rope(f->rq, N, d->T, d->NH, d->HS, s->rope, 0); break;

@@ -100,8 +100,20 @@ static void check(const shape *s, int path, int block, int threads) {
     cpu_attn_direct_hs = path == PATH_DIRECT ? 16 : 0;
     cpu_attn_block = block;
     cpu_attn_core_fwd(e, &d, q, k, v, att, lse);
-    cpu_attn_core_bwd(e, &d, q, k, v, lse, da, dq, dk, dv);
+    /* the backward twice: finding Δ_t = Σ_u P·dP itself (o NULL), then from the forward's
+     * output (Δ_t = Σ_d dA·O), here given as 2·O with o_keep ½ as under dropout; both checked */
+    float *dq1 = fb_alloc((size_t)N * D * 4), *dk1 = fb_alloc((size_t)N * KVD * 4), *dv1 = fb_alloc((size_t)N * KVD * 4);
+    float *o2 = fb_alloc((size_t)N * D * 4);
+    for (size_t i = 0; i < (size_t)N * D; i++) o2[i] = 2.0f * att[i], dq1[i] = NAN;
+    for (size_t i = 0; i < (size_t)N * KVD; i++) dk1[i] = dv1[i] = NAN;
+    cpu_attn_core_bwd(e, &d, q, k, v, lse, NULL, 1.0f, da, dq1, dk1, dv1);
+    cpu_attn_core_bwd(e, &d, q, k, v, lse, o2, 0.5f, da, dq, dk, dv);
     e->destroy(e);
+    const double e1q = rel_err_d(dq1, rdq, (size_t)N * D), e1k = rel_err_d(dk1, rdk, (size_t)N * KVD),
+                 e1v = rel_err_d(dv1, rdv, (size_t)N * KVD);
+    CHECK(e1q <= 2e-5 && e1k <= 2e-5 && e1v <= 2e-5, "%s backward without O: dq %.2e dk %.2e dv %.2e", path_name[path],
+          e1q, e1k, e1v);
+    fb_free(dq1); fb_free(dk1); fb_free(dv1); fb_free(o2);
 
     const double tol = 2e-5;
     double ea = rel_err_d(att, ratt, (size_t)N * D), el = rel_err_d(lse, rlse, (size_t)N * s->NH);

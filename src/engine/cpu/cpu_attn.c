@@ -78,7 +78,7 @@ void cpu_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *
     cpu_rope(tp->k, N, d->T, d->NKV, d->HS, rope, 0);
     cpu_attn_core_fwd(e, d, tp->q, tp->k, tp->v, tp->att, tp->lse);
     if (d->drop_p > 0) cpu_dropout_mul((size_t)N * D, tp->att, d->drop_seed ^ ENG_DROP_SITE_ATT, d->drop_p);
-    if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
+    if (x_out != tp->x) cpu_copy_floats(x_out, tp->x, (size_t)N * D);
     mm_nt(N, D, D, tp->att, D, w->wo, D, 1.0f, x_out, D); /* x_out = x + att·Woᵀ */
 }
 
@@ -129,8 +129,8 @@ static void attention_bwd(eng *e, const eng_dims *d, const float *q, const float
 }
 
 void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
-                       const float *da, float *dq, float *dk, float *dv) {
-    if (d->HS <= cpu_attn_direct_hs) cpu_attn_bwd_direct(e, d, q, k, v, lse, da, dq, dk, dv);
+                       const float *o, float o_keep, const float *da, float *dq, float *dk, float *dv) {
+    if (d->HS <= cpu_attn_direct_hs) cpu_attn_bwd_direct(e, d, q, k, v, lse, o, o_keep, da, dq, dk, dv);
     else if (cpu_attn_tiles && cpu_attn_tiles_fit(d->HS)) cpu_attn_bwd_tiles(e, d, q, k, v, lse, da, dq, dk, dv);
     else attention_bwd(e, d, q, k, v, lse, da, dq, dk, dv);
 }
@@ -140,7 +140,8 @@ void cpu_attn_bwd(eng *e, const eng_dims *d, const model_layer *w, const float *
     const int N = d->N, D = d->D;
     mm_nn(N, D, D, dy, D, w->wo, D, 0.0f, g->da, D); /* da = dy·Wo (⊙ mask/(1−p) under dropout) */
     if (d->drop_p > 0) cpu_dropout_mul((size_t)N * D, g->da, d->drop_seed ^ ENG_DROP_SITE_ATT, d->drop_p);
-    cpu_attn_core_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, g->da, g->dq, g->dk, g->dv);
+    /* Δ from att: with dropout both att and da carry mask/(1 − p), so Σ da·att is Δ/(1 − p) */
+    cpu_attn_core_bwd(e, d, tp->q, tp->k, tp->v, tp->lse, tp->att, 1.0f - d->drop_p, g->da, g->dq, g->dk, g->dv);
     cpu_rope(g->dq, N, d->T, d->NH, d->HS, rope, 1);
     cpu_rope(g->dk, N, d->T, d->NKV, d->HS, rope, 1);
 }

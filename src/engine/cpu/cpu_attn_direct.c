@@ -137,6 +137,97 @@ static inline __attribute__((always_inline)) void scores_rows_r(const int R, con
     }
 }
 
+/* lanes of the 16 keys from u that row t sees (u' ≤ t): all, some, or none */
+static inline __mmask16 visible16(int u, int t) {
+    const int k = t + 1 - u;
+    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
+}
+
+/* The backward's two products over keys with the softmax gradient applied in registers, for
+ * R query rows t0.. (rows of x ldx apart, of out lds apart), keys u < n rounded up to 16:
+ *   EP_P:  out_r[u] = e^(scale·Σ_d x_r[d]·kT[d][u] − c_r)      (c_r = lse of row t0 + r)
+ *          and 0 for the keys u > t0 + r the row does not see;
+ *   EP_DS: out_r[u] = scale·p_r[u]·(Σ_d x_r[d]·kT[d][u] − c_r)  (c_r = Δ of the row, p_r the
+ *          row's P above, zero where the row sees no key, so dS is too)
+ * With Δ_t = Σ_u P[t][u]·dP[t][u] = Σ_d dA[t][d]·O[t][d] known beforehand (O, the forward's
+ * output: FlashAttention-2's identity), P and dS need no pass of their own over the rows:
+ * scores, exponential and gradient run on the 64-key tiles while they are in registers. */
+enum { EP_P, EP_DS };
+static inline __attribute__((always_inline)) void scores_ep_r(const int R, const int ep, const float *x, size_t ldx,
+                                                              const float *kT, int Tp, int HS, int n, float scale,
+                                                              const float *c, int t0, const float *pm, float *out,
+                                                              size_t lds) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 cv[4];
+    for (int r = 0; r < R; r++) cv[r] = _mm512_set1_ps(c[r]);
+    int u = 0;
+    for (; u + 64 <= n + 15; u += 64) {
+        __m512 a[4][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) a[r][j] = _mm512_setzero_ps();
+        for (int dd = 0; dd < HS; dd++) {
+            const float *kr = kT + (size_t)dd * Tp + u;
+            const __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16), k2 = _mm512_loadu_ps(kr + 32),
+                         k3 = _mm512_loadu_ps(kr + 48);
+            for (int r = 0; r < R; r++) {
+                const __m512 xd = _mm512_set1_ps(x[r * ldx + dd]);
+                a[r][0] = _mm512_fmadd_ps(xd, k0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(xd, k1, a[r][1]);
+                a[r][2] = _mm512_fmadd_ps(xd, k2, a[r][2]);
+                a[r][3] = _mm512_fmadd_ps(xd, k3, a[r][3]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) {
+                const int uj = u + 16 * j;
+                __m512 o;
+                if (ep == EP_P)
+                    o = _mm512_maskz_mov_ps(visible16(uj, t0 + r), fb_expf_le0_v16(_mm512_fmsub_ps(a[r][j], sc, cv[r])));
+                else
+                    o = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pm + r * lds + uj), _mm512_sub_ps(a[r][j], cv[r])), sc);
+                _mm512_storeu_ps(out + r * lds + uj, o);
+            }
+    }
+    for (; u < n; u += 16) {
+        __m512 a[4];
+        for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
+        for (int dd = 0; dd < HS; dd++) {
+            const __m512 kv = _mm512_loadu_ps(kT + (size_t)dd * Tp + u);
+            for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + dd]), kv, a[r]);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512 o;
+            if (ep == EP_P)
+                o = _mm512_maskz_mov_ps(visible16(u, t0 + r), fb_expf_le0_v16(_mm512_fmsub_ps(a[r], sc, cv[r])));
+            else
+                o = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pm + r * lds + u), _mm512_sub_ps(a[r], cv[r])), sc);
+            _mm512_storeu_ps(out + r * lds + u, o);
+        }
+    }
+}
+
+/* any number of rows, 4 at a time (rows t0, t0 + 1, ...; c, pm, out follow them) */
+static void scores_ep(int R, int ep, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
+                      const float *c, int t0, const float *pm, float *out, size_t lds) {
+    for (int r0 = 0; r0 < R; r0 += 4, x += 4 * ldx, c += 4, t0 += 4, out += 4 * lds, pm += ep == EP_DS ? 4 * lds : 0) {
+        const int m = R - r0 < 4 ? R - r0 : 4;
+        if (ep == EP_P) {
+            switch (m) {
+#define SP(k) case k: scores_ep_r(k, EP_P, x, ldx, kT, Tp, HS, n, scale, c, t0, NULL, out, lds); break;
+            SP(1) SP(2) SP(3) SP(4)
+#undef SP
+            }
+        } else {
+            switch (m) {
+#define SD(k) case k: scores_ep_r(k, EP_DS, x, ldx, kT, Tp, HS, n, scale, c, t0, pm, out, lds); break;
+            SD(1) SD(2) SD(3) SD(4)
+#undef SD
+            }
+        }
+    }
+}
+#define HAVE_SCORES_EP 1
+
 /* any number of rows, 4 at a time */
 static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
                         float *s, size_t lds) {
@@ -331,7 +422,7 @@ void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float 
 }
 
 void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v, const float *lse,
-                         const float *da, float *dq, float *dk, float *dv) {
+                         const float *o, float o_keep, const float *da, float *dq, float *dk, float *dv) {
     const int B = d->B, T = d->T, NH = d->NH, HS = d->HS, D = d->D, KVD = d->KVD, NKV = d->NKV;
     const int group = NH / NKV, Tp = pad16(T), pairs = pairs_fit(HS);
     const float scale = 1.0f / sqrtf((float)HS);
@@ -357,14 +448,32 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                          * past each row's own last key), dQ per row */
                         const int rb = T - t0 < ATT_RB ? T - t0 : ATT_RB, nb = t0 + rb, nk = (nb + 1) & ~1;
                         const size_t row0 = (size_t)(b * T + t0) * D + h * HS;
-                        scores_rows(rb, q + row0, D, kT, Tp, HS, nb, scale, p, Tp);
-                        scores_rows(rb, da + row0, D, vT, Tp, HS, nb, 1.0f, dp, Tp);
-                        for (int r = 0; r < rb; r++) {
-                            const int t = t0 + r, n = t + 1;
-                            const size_t row = (size_t)(b * T + t) * D + h * HS;
-                            float *pr = p + (size_t)r * Tp, *dpr = dp + (size_t)r * Tp;
-                            cpu_softmax_grad_row(pr, dpr, n, nk, l[t], scale);
-                            if (!pairs) contract(dpr, kT, Tp, HS, n, dq + row);
+#ifdef HAVE_SCORES_EP
+                        if (o) {   /* P and dS straight from the products, Δ from O (scores_ep) */
+                            float delta[ATT_RB];
+                            for (int r = 0; r < rb; r++) {
+                                const float *ar = da + row0 + (size_t)r * D, *orow = o + row0 + (size_t)r * D;
+                                float acc = 0.0f;
+                                for (int dd = 0; dd < HS; dd++) acc += ar[dd] * orow[dd];
+                                delta[r] = o_keep * acc;
+                            }
+                            scores_ep(rb, EP_P, q + row0, D, kT, Tp, HS, nb, scale, l + t0, t0, NULL, p, Tp);
+                            scores_ep(rb, EP_DS, da + row0, D, vT, Tp, HS, nb, scale, delta, t0, p, dp, Tp);
+                            if (!pairs)
+                                for (int r = 0; r < rb; r++)
+                                    contract(dp + (size_t)r * Tp, kT, Tp, HS, t0 + r + 1, dq + row0 + (size_t)r * D);
+                        } else
+#endif
+                        {
+                            scores_rows(rb, q + row0, D, kT, Tp, HS, nb, scale, p, Tp);
+                            scores_rows(rb, da + row0, D, vT, Tp, HS, nb, 1.0f, dp, Tp);
+                            for (int r = 0; r < rb; r++) {
+                                const int t = t0 + r, n = t + 1;
+                                const size_t row = (size_t)(b * T + t) * D + h * HS;
+                                float *pr = p + (size_t)r * Tp, *dpr = dp + (size_t)r * Tp;
+                                cpu_softmax_grad_row(pr, dpr, n, nk, l[t], scale);
+                                if (!pairs) contract(dpr, kT, Tp, HS, n, dq + row);
+                            }
                         }
                         if (pairs)   /* dQ of the block's rows = dS·K on a register tile */
                             contract_rows(rb, dp, Tp, ki, HS, nk, ones, dq + row0, D);

@@ -34,7 +34,7 @@ void cpu_ffn_fwd(eng *e, const eng_dims *d, const model_layer *w, eng_ffn_taps *
     mm_nt(N, F, D, tp->xn, D, w->w3, D, 0.0f, tp->h3, F);
     if (d->drop_p > 0) cpu_swiglu_drop((size_t)N * F, tp->h1, tp->h3, tp->gate, d->drop_seed ^ ENG_DROP_SITE_GATE, d->drop_p);
     else cpu_swiglu((size_t)N * F, tp->h1, tp->h3, tp->gate);
-    if (x_out != tp->x) memcpy(x_out, tp->x, (size_t)N * D * sizeof(float));
+    if (x_out != tp->x) cpu_copy_floats(x_out, tp->x, (size_t)N * D);
     mm_nt(N, D, F, tp->gate, F, w->w2, F, 1.0f, x_out, D); /* x_out = x + gate·W2ᵀ */
 }
 

@@ -56,6 +56,8 @@ void *cpu_scratch(eng *e, int slot, size_t bytes);
 float *cpu_thread_scratch(eng *e, size_t bytes);
 
 /* ---- shared element-wise pieces (cpu_engine.c) ---- */
+/* dst = src over n floats; parallel when large (a serial copy lets the team fall asleep). */
+void cpu_copy_floats(float *dst, const float *src, size_t n);
 /* out[n,:] = x[n,:]·rstd[n]·w, rstd[n] = 1/sqrt(mean(x[n,:]²) + eps). Parallel over rows. */
 void cpu_rmsnorm_rows(int N, int D, const float *x, const float *w, float *out, float *rstd);
 /* RMSNorm backward. dx = base + rstd·(ĝ − x̂·mean(ĝ⊙x̂)), ĝ = dout⊙w, x̂ = x·rstd
@@ -73,11 +75,15 @@ void cpu_swiglu_drop(size_t n, const float *h1, const float *h3, float *gate, ui
 void cpu_dropout_mul(size_t n, float *x, uint32_t site_seed, float p);
 
 /* Causal attention core without GEMM calls, for small heads (cpu_attn_direct.c):
- * fwd fills att [N, D] and lse [B, NH, T]; bwd writes dq [N, D], dk, dv [N, KVD] from da. */
+ * fwd fills att [N, D] and lse [B, NH, T]; bwd writes dq [N, D], dk, dv [N, KVD] from da.
+ * o: the forward's att as stored, or NULL; with it, the backward takes each row's
+ * Δ_t = Σ_u P·dP as o_keep·Σ_d dA·o (1, or 1 − p when att and dA carry a dropout mask/(1 − p))
+ * and needs no pass of its own for it. */
 void cpu_attn_fwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
                          float *att, float *lse);
 void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
-                         const float *lse, const float *da, float *dq, float *dk, float *dv);
+                         const float *lse, const float *o, float o_keep, const float *da, float *dq, float *dk,
+                         float *dv);
 
 /* Causal attention on register tiles with K and V laid out once per kv head
  * (cpu_attn_tiles.c), for the head sizes cpu_attn_tiles_fit accepts (32, 48, 64 with
@@ -95,7 +101,8 @@ void cpu_attn_bwd_tiles(eng *e, const eng_dims *d, const float *q, const float *
 void cpu_attn_core_fwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
                        float *att, float *lse);
 void cpu_attn_core_bwd(eng *e, const eng_dims *d, const float *q, const float *k, const float *v,
-                       const float *lse, const float *da, float *dq, float *dk, float *dv);
+                       const float *lse, const float *o, float o_keep, const float *da, float *dq, float *dk,
+                       float *dv);
 
 /* Kernel entry points wired into the vtable by cpu_engine.c. */
 void cpu_attn_fwd(eng *e, const eng_dims *d, const model_layer *w, const float *rope,
