@@ -20,10 +20,11 @@ if [ ! -f "$OUT/train.bin" ]; then
     "$D"/tinystories/tinystories_v2_sample_cs336.txt "$D"/tinystories/tinystories_v2_train_first10000lines.txt \
     --val-input "$D"/tinystories/tinystories_v1_valid_first1000.txt
 fi
-declare -A V=(   # each variant spelled out in full on top of the recipe (8x256, lr 2e-3, wd 0.1)
+declare -A V=(   # each variant spelled out in full on top of the recipe (8x256, lr 3e-3 from session 18, wd 0.1)
   [base]=""                                   # the recipe as it is
   [dp2]="--batch 4 --threads 1"                # the recipe data-parallel: 2 processes x 1 thread x 4 (launcher below)
-  [dp2lr3e-3]="--batch 4 --threads 1 --lr 3e-3"
+  [dp2lr3e-3]="--batch 4 --threads 1 --lr 3e-3"   # session 18, before lr 3e-3 became the recipe's
+  [dp2lr2e-3]="--batch 4 --threads 1 --lr 2e-3"
   [dp2lr4e-3]="--batch 4 --threads 1 --lr 4e-3"
   [b8lr3e-3]="--lr 3e-3"
   [b8lr1.4e-3]="--lr 1.4e-3"
@@ -57,6 +58,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # Open MPI re
 declare -A LAUNCH=(   # variants run by several processes (mpirun; the update is that of all of them)
   [dp2]="mpirun -np 2 --bind-to core"
   [dp2lr3e-3]="mpirun -np 2 --bind-to core"
+  [dp2lr2e-3]="mpirun -np 2 --bind-to core"
   [dp2lr4e-3]="mpirun -np 2 --bind-to core"
 )
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base b8lr3e-3 b8lr1.4e-3 b4 b8floor0)

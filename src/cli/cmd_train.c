@@ -19,7 +19,7 @@ static const char *usage =
     "                          optimizer and hyper-parameters come from it; --steps may be raised)\n"
     "recipe: --recipe ane (default: 1x256, accum 10, Adam 3e-4, constant) | llama2c (AdamW 0.9/0.95,\n"
     "        wd 0.1, clip 1.0, warmup + cosine to 0, lr 5e-4) | budget (for --time-limit: 8x256, AdamW\n"
-    "        0.9/0.99, lr 2e-3, wd 0.1, clip 1, warmup 100, linear to 0); every value can be overridden:\n"
+    "        0.9/0.99, lr 3e-3, wd 0.1, clip 1, warmup 100, linear to 0); every value can be overridden:\n"
     "  --batch B --seq T --accum K --steps N --lr X --min-lr X --warmup N --schedule cosine|linear|constant\n"
     "  --optimizer adamw|adam --beta1 X --beta2 X --eps X --weight-decay X --grad-clip X (0 = off)\n"
     "  --sampler random|shuffled|sequential --seed S --dropout P (on the inputs of Wo and W2; training only)\n"
