@@ -683,9 +683,14 @@ static void log_update(run *r, int u, float lr, const step_result *res, double d
     r->h.timers.cls += ph[ENG_PH_CLS];
     r->h.timers.rms += ph[ENG_PH_RMS];
     r->h.timers.opt += ph[ENG_PH_OPT];
-    double t_data = 0;
-    for (int k = 0; k < K; k++) t_data += r->t_data[k];
-    report_run_update(&r->rep, ph, t_data, dt, (long long)(N * K), step_flops(&r->cfg, hp->batch, hp->seq) * K);
+    /* the end report's phases: the mean rank's time, so that they share the wall time (the
+     * job's micro-steps ran side by side); its peak is the job's (report_run_begin) */
+    const double W = r->dp.world;
+    double t_data = 0, ph_rank[ENG_PH_COUNT];
+    for (int k = 0; k < K; k++) t_data += r->g_tdata[k];
+    for (int p = 0; p < ENG_PH_COUNT; p++) ph_rank[p] = ph[p] / W;
+    report_run_update(&r->rep, ph_rank, t_data / W, dt, (long long)(N * K),
+                      step_flops(&r->cfg, hp->batch, hp->seq) * K);
     const double gflops = step_flops(&r->cfg, hp->batch, hp->seq) * K / dt / 1e9;
     tele_batch(&r->tl, u, res->loss_mean, lr, res->grad_norm, to[ENG_PH_OPT], to[ENG_PH_DW_WAIT], dt, K,
                (double)N * K / dt, r->h.tokens_seen, fb_now() - r->rep.t0);
@@ -897,7 +902,7 @@ int train_run(train_opts *o) {
      * of SIGXFSZ ending the process without a word */
     sigaction(SIGXFSZ, &ign, &old_xfsz);
     stop_signal = 0;
-    report_run_begin(&r.rep, r.e->dw_async, r.peak);
+    report_run_begin(&r.rep, r.e->dw_async, r.peak * r.dp.world);
     log_start(&r);
     if (!o->quiet)
         printf("training %zu parameters (%d layers, dim %d, vocab %d) on %s: %d x %d tokens x %d accum, %d updates, "
@@ -943,7 +948,7 @@ int train_run(train_opts *o) {
                 snprintf(where, sizeof where, "update %d/%d", u, hp->steps);
             printf("%s | loss %.4f | lr %.2e | grad norm %.3f | %.1f ms/step | %.0f tok/s | %.1f GFLOP/s (%.0f%% MFU)\n",
                    where, res.loss_mean, lr, res.grad_norm, dt * 1e3 / K, (double)N * K / dt, gflops,
-                   r.peak > 0 ? 100.0 * gflops / r.peak : 0.0);
+                   r.peak > 0 ? 100.0 * gflops / (r.peak * r.dp.world) : 0.0);   /* the job's FLOPs, the job's peak */
             fflush(stdout);
             last_print = now;
         }

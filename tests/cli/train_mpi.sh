@@ -44,6 +44,21 @@ paste <(batch_losses "$W/one.jsonl") <(batch_losses "$W/two.jsonl") | awk '
 grep '"type":"dist"' "$W/two.jsonl" | head -1 | grep -q '"bytes":[1-9]' || fail "dist record without bytes"
 [ "$(ls "$W/two" | grep -c '^ckpt_')" -ge 1 ] || fail "no checkpoint from the 2-rank job"
 grep '"type":"ckpt"' "$W/two.jsonl" | grep -q ckpt_00000020 || fail "no checkpoint record for update 20"
+# the end report of a job: the phases are the mean rank's, so the counted ones share the wall
+# time (summed over 2 ranks they came to ~200%), and MFU is over the job's peak (2 ranks' peaks;
+# one rank's made it 2x too high)
+/usr/bin/python3 - "$W/two.jsonl" <<'PY' || fail "the 2-rank end report's phase shares or MFU are not the job's"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+start = next(r for r in recs if r["type"] == "start")
+rep = next(r for r in recs if r["type"] == "report")
+counted = sum(rep[k + "_pct"] for k in ("data", "fwd", "rms", "cls", "bwd", "dw", "opt", "eval", "ckpt", "sample", "other"))
+peak = 2 * start["peak_gflops"]
+print(f"report: counted phases {counted:.1f}%, peak {rep['peak_gflops']:.1f} (2 x {start['peak_gflops']:.1f}), mfu {rep['mfu_pct']:.2f}%")
+assert abs(counted - 100) < 0.5, counted
+assert abs(rep["peak_gflops"] - peak) <= 1e-6 * peak, rep["peak_gflops"]
+assert abs(rep["mfu_pct"] - 100 * rep["gflops"] / peak) <= 1e-6 * rep["mfu_pct"], rep["mfu_pct"]
+PY
 
 # ---- evaluation split over the ranks = one process's number, from the same weights ----
 v2=$(grep '"type":"eval"' "$W/two.jsonl" | head -1 | sed 's/.*"val_loss":\([^,]*\),.*/\1/')
