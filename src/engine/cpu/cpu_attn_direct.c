@@ -11,6 +11,8 @@
  * forward, row t:   s_u = scale·Σ_d q_d·kT[d][u];  e = e^(s − max s);  o_d = Σ_u e_u·vT[d][u] / Σ_u e_u
  * backward, row t:  p_u = exp(scale·Σ_d q_d·kT[d][u] − lse_t);  dp_u = Σ_d da_d·vT[d][u]
  *                   Δ = Σ_u p_u·dp_u;  ds_u = p_u·(dp_u − Δ)·scale
+ *                   (given the forward's output o, Δ = Σ_d da_d·o_d instead, and p and ds are
+ *                   formed in the products' registers: scores_ep; else a pass per row finds Δ)
  *                   dq_d = Σ_u ds_u·kT[d][u];  dkT[d][u] += q_d·ds_u;  dvT[d][u] += da_d·p_u
  * Rows go in blocks. The scores of 4 rows at a time share each load of kT (scores_rows).
  * Each task lays out K and V once per kv head, for all the query heads of its group.
