@@ -52,7 +52,7 @@ rm -rf "$OUT/ckpt"
 # On a small model fable trains data-parallel, one single-threaded process per core, each
 # with a slice of the recipe's 8 sequences (the update is the same 8x256 one): splitting every
 # kernel of a 64-wide model across threads costs ~200 thread-team barriers per update, the
-# processes meet once (docs/budget.md: 6% more updates on this 2-core VM). Needs fable built
+# processes meet once (docs/budget.md: 3-5% more updates on this 2-core VM). Needs fable built
 # with MPI and mpirun (scripts/setup.sh installs both); else one process with all threads.
 NP=1; LAUNCH=()
 if command -v mpirun >/dev/null && ldd ./fable 2>/dev/null | grep -q libmpi; then

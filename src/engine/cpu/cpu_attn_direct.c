@@ -98,70 +98,41 @@ static void interleave_pairs(const float *src, int ld, int T, int HS, float *dst
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-/* Scores of R query rows at once: s_r[u] = scale·Σ_d x_r[d]·kT[d][u] for r < R (rows of x
- * ldx apart, of s lds apart) and keys u < n, rounded up to 16 (s and kT hold Tp ≥ that).
- * Rows past their own last key get scores too; the softmax steps that follow zero them.
- * 64 keys × R rows per step: each kT vector is loaded once for all R rows (one row at a time
- * loaded it R times: 5 loads per 4 FMAs instead of 2 per 4 at R = 4); the last vectors of a
- * row run as R independent chains. */
-static inline __attribute__((always_inline)) void scores_rows_r(const int R, const float *x, size_t ldx,
-                                                                const float *kT, int Tp, int HS, int n,
-                                                                float scale, float *s, size_t lds) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    int u = 0;
-    for (; u + 64 <= n + 15; u += 64) {
-        __m512 a[4][4];
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) a[r][j] = _mm512_setzero_ps();
-        for (int dd = 0; dd < HS; dd++) {
-            const float *kr = kT + (size_t)dd * Tp + u;
-            const __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16), k2 = _mm512_loadu_ps(kr + 32),
-                         k3 = _mm512_loadu_ps(kr + 48);
-            for (int r = 0; r < R; r++) {
-                const __m512 xd = _mm512_set1_ps(x[r * ldx + dd]);
-                a[r][0] = _mm512_fmadd_ps(xd, k0, a[r][0]);
-                a[r][1] = _mm512_fmadd_ps(xd, k1, a[r][1]);
-                a[r][2] = _mm512_fmadd_ps(xd, k2, a[r][2]);
-                a[r][3] = _mm512_fmadd_ps(xd, k3, a[r][3]);
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) _mm512_storeu_ps(s + r * lds + u + 16 * j, _mm512_mul_ps(a[r][j], sc));
-    }
-    for (; u < n; u += 16) {
-        __m512 a[4];
-        for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
-        for (int dd = 0; dd < HS; dd++) {
-            const __m512 kv = _mm512_loadu_ps(kT + (size_t)dd * Tp + u);
-            for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * ldx + dd]), kv, a[r]);
-        }
-        for (int r = 0; r < R; r++) _mm512_storeu_ps(s + r * lds + u, _mm512_mul_ps(a[r], sc));
-    }
-}
-
 /* lanes of the 16 keys from u that row t sees (u' ≤ t): all, some, or none */
 static inline __mmask16 visible16(int u, int t) {
     const int k = t + 1 - u;
     return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
 }
 
-/* The backward's two products over keys with the softmax gradient applied in registers, for
- * R query rows t0.. (rows of x ldx apart, of out lds apart), keys u < n rounded up to 16:
+/* Scores of R query rows at once (rows of x ldx apart, of out lds apart) for the keys u < n,
+ * rounded up to 16 (out and kT hold Tp ≥ that), 64 keys × R rows per step: each kT vector is
+ * loaded once for all R rows (one row at a time loaded it R times: 5 loads per 4 FMAs instead of
+ * 2 per 4 at R = 4); the last vectors of a row run as R independent chains. What is stored:
+ *   EP_S:  out_r[u] = scale·Σ_d x_r[d]·kT[d][u]   (the forward; rows past their own last key
+ *          get scores too, which the softmax that follows zeroes)
+ * and, for the backward's two products over keys, the softmax gradient applied in registers
+ * (R query rows t0..):
  *   EP_P:  out_r[u] = e^(scale·Σ_d x_r[d]·kT[d][u] − c_r)      (c_r = lse of row t0 + r)
  *          and 0 for the keys u > t0 + r the row does not see;
  *   EP_DS: out_r[u] = scale·p_r[u]·(Σ_d x_r[d]·kT[d][u] − c_r)  (c_r = Δ of the row, p_r the
- *          row's P above, zero where the row sees no key, so dS is too)
+ *          row's P above) and 0 past the row's keys (set, not computed: where a diverging
+ *          run's dP overflows, 0·∞ would be NaN; the run must stop on its loss instead)
  * With Δ_t = Σ_u P[t][u]·dP[t][u] = Σ_d dA[t][d]·O[t][d] known beforehand (O, the forward's
  * output: FlashAttention-2's identity), P and dS need no pass of their own over the rows:
- * scores, exponential and gradient run on the 64-key tiles while they are in registers. */
-enum { EP_P, EP_DS };
+ * scores, exponential and gradient run on the 64-key tiles while they are in registers.
+ * Rounding matters where a diverging run saturates the softmax (scores ~1e12, one-hot P): the
+ * exponent is round(scale·s) − lse, the forward's own rounded score (a fused multiply-subtract
+ * differed from it by ~1e5 there, and e^(1e5) made the gradient NaN), and Δ sums its products
+ * with fmaf in the order of the dP lanes, so that a one-hot row gives dS = 0 exactly, as the
+ * pass over P·dP did. */
+enum { EP_S, EP_P, EP_DS };
 static inline __attribute__((always_inline)) void scores_ep_r(const int R, const int ep, const float *x, size_t ldx,
                                                               const float *kT, int Tp, int HS, int n, float scale,
                                                               const float *c, int t0, const float *pm, float *out,
                                                               size_t lds) {
     const __m512 sc = _mm512_set1_ps(scale);
     __m512 cv[4];
-    for (int r = 0; r < R; r++) cv[r] = _mm512_set1_ps(c[r]);
+    for (int r = 0; r < R; r++) cv[r] = ep == EP_S ? _mm512_setzero_ps() : _mm512_set1_ps(c[r]);
     int u = 0;
     for (; u + 64 <= n + 15; u += 64) {
         __m512 a[4][4];
@@ -183,10 +154,13 @@ static inline __attribute__((always_inline)) void scores_ep_r(const int R, const
             for (int j = 0; j < 4; j++) {
                 const int uj = u + 16 * j;
                 __m512 o;
-                if (ep == EP_P)
-                    o = _mm512_maskz_mov_ps(visible16(uj, t0 + r), fb_expf_le0_v16(_mm512_fmsub_ps(a[r][j], sc, cv[r])));
-                else
-                    o = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pm + r * lds + uj), _mm512_sub_ps(a[r][j], cv[r])), sc);
+                if (ep == EP_S)
+                    o = _mm512_mul_ps(a[r][j], sc);
+                else if (ep == EP_P)
+                    o = _mm512_maskz_mov_ps(visible16(uj, t0 + r), fb_expf_le0_v16(_mm512_sub_ps(_mm512_mul_ps(a[r][j], sc), cv[r])));
+                else   /* masked too: 0·∞ past the row's keys would be NaN (an overflowing dP) */
+                    o = _mm512_maskz_mul_ps(visible16(uj, t0 + r), _mm512_loadu_ps(pm + r * lds + uj),
+                                            _mm512_mul_ps(_mm512_sub_ps(a[r][j], cv[r]), sc));
                 _mm512_storeu_ps(out + r * lds + uj, o);
             }
     }
@@ -199,10 +173,13 @@ static inline __attribute__((always_inline)) void scores_ep_r(const int R, const
         }
         for (int r = 0; r < R; r++) {
             __m512 o;
-            if (ep == EP_P)
-                o = _mm512_maskz_mov_ps(visible16(u, t0 + r), fb_expf_le0_v16(_mm512_fmsub_ps(a[r], sc, cv[r])));
+            if (ep == EP_S)
+                o = _mm512_mul_ps(a[r], sc);
+            else if (ep == EP_P)
+                o = _mm512_maskz_mov_ps(visible16(u, t0 + r), fb_expf_le0_v16(_mm512_sub_ps(_mm512_mul_ps(a[r], sc), cv[r])));
             else
-                o = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pm + r * lds + u), _mm512_sub_ps(a[r], cv[r])), sc);
+                o = _mm512_maskz_mul_ps(visible16(u, t0 + r), _mm512_loadu_ps(pm + r * lds + u),
+                                        _mm512_mul_ps(_mm512_sub_ps(a[r], cv[r]), sc));
             _mm512_storeu_ps(out + r * lds + u, o);
         }
     }
@@ -230,12 +207,12 @@ static void scores_ep(int R, int ep, const float *x, size_t ldx, const float *kT
 }
 #define HAVE_SCORES_EP 1
 
-/* any number of rows, 4 at a time */
+/* the forward's scores (EP_S), any number of rows, 4 at a time */
 static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
                         float *s, size_t lds) {
     for (int r0 = 0; r0 < R; r0 += 4, x += 4 * ldx, s += 4 * lds) {
         switch (R - r0 < 4 ? R - r0 : 4) {
-#define SR(m) case m: scores_rows_r(m, x, ldx, kT, Tp, HS, n, scale, s, lds); break;
+#define SR(m) case m: scores_ep_r(m, EP_S, x, ldx, kT, Tp, HS, n, scale, NULL, 0, NULL, s, lds); break;
         SR(1) SR(2) SR(3) SR(4)
 #undef SR
         }
@@ -456,7 +433,7 @@ void cpu_attn_bwd_direct(eng *e, const eng_dims *d, const float *q, const float 
                             for (int r = 0; r < rb; r++) {
                                 const float *ar = da + row0 + (size_t)r * D, *orow = o + row0 + (size_t)r * D;
                                 float acc = 0.0f;
-                                for (int dd = 0; dd < HS; dd++) acc += ar[dd] * orow[dd];
+                                for (int dd = 0; dd < HS; dd++) acc = fmaf(ar[dd], orow[dd], acc);
                                 delta[r] = o_keep * acc;
                             }
                             scores_ep(rb, EP_P, q + row0, D, kT, Tp, HS, nb, scale, l + t0, t0, NULL, p, Tp);
