@@ -55,17 +55,12 @@ declare -A V=(   # each variant spelled out in full on top of the recipe (8x256,
   [warm500]="--batch 32 --weight-decay 0.01 --warmup 500"
 )
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # Open MPI refuses root without them
-declare -A LAUNCH=(   # variants run by several processes (mpirun; the update is that of all of them)
-  [dp2]="mpirun -np 2 --bind-to core"
-  [dp2lr3e-3]="mpirun -np 2 --bind-to core"
-  [dp2lr2e-3]="mpirun -np 2 --bind-to core"
-  [dp2lr4e-3]="mpirun -np 2 --bind-to core"
-)
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=(base b8lr3e-3 b8lr1.4e-3 b4 b8floor0)
 printf "| variant | flags | updates | train loss (last 100) | val loss (whole) | minutes |\n|---|---|---|---|---|---|\n"
 for n in "${names[@]}"; do
   R="$OUT/$n-${MIN}m"; rm -rf "$R" "$R.jsonl"
-  ${LAUNCH[$n]:-} ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
+  LAUNCH=(); case $n in dp2*) LAUNCH=(mpirun -np 2 --bind-to core) ;; esac   # dp2*: 2 processes, one update
+  "${LAUNCH[@]}" ./fable train --preset stories260K --recipe budget ${V[$n]} --train "$OUT/train.bin" --val "$OUT/val.bin" \
     --time-limit $((MIN * 60)) --eval-every 500 --eval-batches 8 --ckpt-every 1000 --out "$R" \
     --log "$R.jsonl" --quiet >/dev/null
   C=$(ls "$R"/ckpt_*.bin | tail -1)

@@ -111,11 +111,11 @@ static void check(const shape *s, int path, int block, int threads) {
     e->destroy(e);
     const double e1q = rel_err_d(dq1, rdq, (size_t)N * D), e1k = rel_err_d(dk1, rdk, (size_t)N * KVD),
                  e1v = rel_err_d(dv1, rdv, (size_t)N * KVD);
-    CHECK(e1q <= 2e-5 && e1k <= 2e-5 && e1v <= 2e-5, "%s backward without O: dq %.2e dk %.2e dv %.2e", path_name[path],
+    const double tol = 2e-5;
+    CHECK(e1q <= tol && e1k <= tol && e1v <= tol, "%s backward without O: dq %.2e dk %.2e dv %.2e", path_name[path],
           e1q, e1k, e1v);
     fb_free(dq1); fb_free(dk1); fb_free(dv1); fb_free(o2);
 
-    const double tol = 2e-5;
     double ea = rel_err_d(att, ratt, (size_t)N * D), el = rel_err_d(lse, rlse, (size_t)N * s->NH);
     double eq = rel_err_d(dq, rdq, (size_t)N * D), ek = rel_err_d(dk, rdk, (size_t)N * KVD);
     double ev = rel_err_d(dv, rdv, (size_t)N * KVD);

@@ -185,38 +185,27 @@ static inline __attribute__((always_inline)) void scores_ep_r(const int R, const
     }
 }
 
-/* any number of rows, 4 at a time (rows t0, t0 + 1, ...; c, pm, out follow them) */
+/* any number of rows, 4 at a time (rows t0, t0 + 1, ...; c, pm, out follow them; c and pm
+ * unused, may be NULL, for EP_S) */
 static void scores_ep(int R, int ep, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
                       const float *c, int t0, const float *pm, float *out, size_t lds) {
-    for (int r0 = 0; r0 < R; r0 += 4, x += 4 * ldx, c += 4, t0 += 4, out += 4 * lds, pm += ep == EP_DS ? 4 * lds : 0) {
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        const float *xr = x + r0 * ldx, *cr = c ? c + r0 : NULL, *pr = pm ? pm + r0 * lds : NULL;
+        float *o = out + r0 * lds;
         const int m = R - r0 < 4 ? R - r0 : 4;
-        if (ep == EP_P) {
-            switch (m) {
-#define SP(k) case k: scores_ep_r(k, EP_P, x, ldx, kT, Tp, HS, n, scale, c, t0, NULL, out, lds); break;
-            SP(1) SP(2) SP(3) SP(4)
-#undef SP
-            }
-        } else {
-            switch (m) {
-#define SD(k) case k: scores_ep_r(k, EP_DS, x, ldx, kT, Tp, HS, n, scale, c, t0, pm, out, lds); break;
-            SD(1) SD(2) SD(3) SD(4)
-#undef SD
-            }
-        }
+#define SE(k, E) case k: scores_ep_r(k, E, xr, ldx, kT, Tp, HS, n, scale, cr, t0 + r0, pr, o, lds); break;
+#define SE4(E) switch (m) { SE(1, E) SE(2, E) SE(3, E) SE(4, E) }
+        if (ep == EP_S) SE4(EP_S) else if (ep == EP_P) SE4(EP_P) else SE4(EP_DS)
+#undef SE4
+#undef SE
     }
 }
 #define HAVE_SCORES_EP 1
 
-/* the forward's scores (EP_S), any number of rows, 4 at a time */
+/* the forward's scores */
 static void scores_rows(int R, const float *x, size_t ldx, const float *kT, int Tp, int HS, int n, float scale,
                         float *s, size_t lds) {
-    for (int r0 = 0; r0 < R; r0 += 4, x += 4 * ldx, s += 4 * lds) {
-        switch (R - r0 < 4 ? R - r0 : 4) {
-#define SR(m) case m: scores_ep_r(m, EP_S, x, ldx, kT, Tp, HS, n, scale, NULL, 0, NULL, s, lds); break;
-        SR(1) SR(2) SR(3) SR(4)
-#undef SR
-        }
-    }
+    scores_ep(R, EP_S, x, ldx, kT, Tp, HS, n, scale, NULL, 0, NULL, s, lds);
 }
 
 /* The dK/dV terms of a block of rb query rows (x = their q rows, y = their dA rows, ld apart):
