@@ -147,6 +147,13 @@ if [ -f "$W/s15/ckpt_00000030.bin" ]; then
 fi
 fi
 
+if want 11; then
+section "11. the cuda probes (issue 18): a weight update inside a captured graph, a launch vs a graph replay [$(elapsed) s]"
+run probe_checks 120 bash tests/cli/probe.sh
+tail -3 "$OUTDIR/probe_checks.log" | tee -a "$S"
+timeout 120 ./fable probe all --engine cuda --preset stories110M --seq 256 2>&1 | tee -a "$S"
+fi
+
 if want 7; then
 section "7. fable bench step --engine cuda [$(elapsed) s]"
 bench() { # preset B T [extra]

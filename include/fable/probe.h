@@ -13,7 +13,8 @@
  * Kernel types are the training step's at the preset's shapes (src/probe/probe_kernels.c):
  * the forward GEMMs of a layer (qkv, wo, w1+w3, w2, classifier), the attention core forward
  * and backward, RMSNorm, RoPE, SwiGLU, the fused classifier + cross-entropy, AdamW; each
- * runs the cpu engine's own function. Only the cpu engine is probed in this build.
+ * runs the cpu engine's own function. With --engine cuda, weights and dispatch run on the GPU
+ * instead (src/probe/probe_cuda.h, src/engine/cuda/cuda_probe.cu); the others measure the CPU.
  */
 #ifndef FABLE_PROBE_H
 #define FABLE_PROBE_H
@@ -26,7 +27,7 @@
 #define PROBE_NAME 40
 
 typedef struct {
-    const char *engine;   /* only "cpu" */
+    const char *engine;   /* "cpu" (the functions below), or "cuda" (probe_cuda.h: weights, dispatch) */
     const char *preset;   /* for the report */
     model_config cfg;
     int B, T;             /* micro-batch of the kernel types (T <= cfg.seq_len) */

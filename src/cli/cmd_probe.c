@@ -7,6 +7,7 @@
 #include "fable/engine.h"
 #include "fable/probe.h"
 #include "fable/util.h"
+#include "probe/probe_cuda.h"
 #include "probe/probe_out.h"
 
 static const char *usage =
@@ -23,7 +24,9 @@ static const char *usage =
     "  all       every probe (sched last: it changes nice levels), one JSON object with --json\n"
     "Kernel types run at the preset's shapes (default stories15M, batch 1 x its seq_len).\n"
     "--quick (or FABLE_PROBE_QUICK=1) shrinks sweeps and repetitions (tests).\n"
-    "engine options (only the cpu engine is probed in this build):\n" CLI_ENGINE_USAGE;
+    "With --engine cuda (a GPU): weights (a weight update inside a captured CUDA graph vs capturing again) and\n"
+    "dispatch (a kernel launch vs a graph replay); `all` runs those two.\n"
+    "engine options:\n" CLI_ENGINE_USAGE;
 
 static const char *const names[] = {"weights", "counters", "roofline", "cache", "dispatch", "sched"};
 enum { P_WEIGHTS, P_COUNTERS, P_ROOFLINE, P_CACHE, P_DISPATCH, P_SCHED, P_COUNT };
@@ -59,15 +62,18 @@ int cmd_probe(int argc, char **argv) {
     if (cli_finish(&a)) return 2;
     o.threads = eo.threads;
     if (o.B <= 0 || o.T <= 0) return cli_fail(&a, "--batch and --seq must be positive"), 2;
-    if (strcmp(o.engine, "cpu")) {
-        return cli_fail(&a, "engine '%s': only the cpu engine is probed in this build (the cuda probes - a weight "
-                            "update inside a captured graph, a launch vs a graph replay - are not written yet)",
-                        o.engine),
+    const int on_cuda = !strcmp(o.engine, "cuda");
+    if (strcmp(o.engine, "cpu") && !on_cuda)
+        return cli_fail(&a, "engine '%s' is not probed: the probes run on the cpu engine, and weights and dispatch "
+                            "also on cuda", o.engine),
                2;
-    }
-    if (svg && sel != P_ROOFLINE && sel != P_COUNT)
-        return cli_fail(&a, "--svg draws the roofline: use it with `probe roofline` or `probe all`"), 2;
-    eng *e = eng_create("cpu", &eo);
+    if (on_cuda && sel != P_WEIGHTS && sel != P_DISPATCH && sel != P_COUNT)
+        return cli_fail(&a, "probe %s measures the CPU; with --engine cuda only weights and dispatch run (`probe all` "
+                            "runs those two; a GPU's counters are Nsight Compute's)", which),
+               2;
+    if (svg && (on_cuda || (sel != P_ROOFLINE && sel != P_COUNT)))
+        return cli_fail(&a, "--svg draws the roofline: use it with `probe roofline` or `probe all` on the cpu engine"), 2;
+    eng *e = eng_create(o.engine, &eo); /* cuda: says plainly what is missing (the .so, libraries, a GPU) */
     if (!e) return cli_fail(&a, NULL);
     char device[128];
     snprintf(device, sizeof device, "%s", e->device);
@@ -92,6 +98,21 @@ int cmd_probe(int argc, char **argv) {
         if (sel != P_COUNT && sel != p) continue;
         fflush(stdout);
         const double tp = fb_now();
+        if (on_cuda && p != P_WEIGHTS && p != P_DISPATCH) continue;
+        if (on_cuda) {
+            if (p == P_WEIGHTS) {
+                fable_cuda_weights r;
+                if ((rc = probe_cuda_weights(&o, &eo, &r))) break;
+                probe_cuda_weights_print(&po, &r);
+            } else {
+                fable_cuda_dispatch r;
+                if ((rc = probe_cuda_dispatch(&o, &eo, &r))) break;
+                probe_cuda_dispatch_print(&po, &r);
+            }
+            po_num(&po, "seconds", "probe time", fb_now() - tp, "%.1f", "s");
+            po_end(&po);
+            continue;
+        }
         switch (p) {
         case P_WEIGHTS: {
             probe_weights_result r;

@@ -581,7 +581,7 @@ static int cu_probe(char *why, size_t cap) {
     return 1;
 }
 
-static eng *cu_create(const eng_opts *o) {
+eng *cu_create(const eng_opts *o) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || o->device < 0 || o->device >= n) {
         fb_err("GPU %d does not exist (this machine has %d)", o->device, n);
@@ -641,6 +641,6 @@ static eng *cu_create(const eng_opts *o) {
     return e;
 }
 
-static const fable_cuda_api api = {FABLE_CUDA_ABI, cu_probe, cu_create};
+static const fable_cuda_api api = {FABLE_CUDA_ABI, cu_probe, cu_create, cu_probe_dispatch, cu_probe_weights};
 
 extern "C" __attribute__((visibility("default"))) const fable_cuda_api *fable_cuda_entry(void) { return &api; }

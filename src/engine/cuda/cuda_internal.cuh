@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "engine/cuda/cuda_plugin.h"
 #include "fable/engine.h"
 
 /* Fatal CUDA errors end the program with the call, the file and the reason (a kernel that
@@ -170,6 +171,10 @@ enum { /* scratch slots */
 };
 
 static inline cu_state *cu_st(eng *e) { return (cu_state *)e->impl; }
+/* The engine (NULL + fb_err), as `--engine cuda` makes it; the probes (cuda_probe.cu) use it too. */
+eng *cu_create(const eng_opts *o);
+int cu_probe_dispatch(const eng_opts *o, int quick, fable_cuda_dispatch *r);
+int cu_probe_weights(const eng_opts *o, int quick, fable_cuda_weights *r);
 void *cu_scratch(cu_state *st, int slot, size_t bytes);
 /* The bf16 mirror of parameter memory p (NULL if p is not in an alloc_params region). */
 const bf16 *cu_mirror(cu_state *st, const float *p);

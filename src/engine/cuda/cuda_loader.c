@@ -92,5 +92,17 @@ static eng *cuda_create(const eng_opts *o) {
     return api->create(o);
 }
 
+int eng_cuda_probe_dispatch(const eng_opts *o, int quick, fable_cuda_dispatch *r) {
+    char why[1024];
+    if (!cuda_available(why, sizeof why)) return fb_err("the cuda probes cannot run on this machine: %s", why);
+    return api->probe_dispatch(o, quick, r);
+}
+
+int eng_cuda_probe_weights(const eng_opts *o, int quick, fable_cuda_weights *r) {
+    char why[1024];
+    if (!cuda_available(why, sizeof why)) return fb_err("the cuda probes cannot run on this machine: %s", why);
+    return api->probe_weights(o, quick, r);
+}
+
 const eng_backend eng_backend_cuda = {"cuda", "NVIDIA GPU: bf16 tensor-core matmuls (fp32 master weights), fused kernels",
                                       cuda_available, cuda_create};
