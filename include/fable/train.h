@@ -96,7 +96,10 @@ typedef struct {
 } train_opts;
 
 void train_opts_defaults(train_opts *o);
-/* Run training. 0 on success (including a clean stop on SIGINT/SIGTERM), -1 + fb_err. */
+/* Run training. 0 on success (including a clean stop on SIGINT/SIGTERM), -1 + fb_err, or
+ * TRAIN_REPORTED: failed in a job of several ranks, the message already on stderr (printed
+ * before MPI_Finalize, so that mpirun ending the job cannot cut it off). */
+#define TRAIN_REPORTED (-2)
 int train_run(train_opts *o);
 
 #endif

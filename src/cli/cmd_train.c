@@ -161,6 +161,8 @@ int cmd_train(int argc, char **argv) {
             { mismatch(path, "--dropout", o.dropout, h.dropout); return cli_fail(&a, NULL); }
         o.resume_steps = hp_given[3] ? hp->steps : 0;
     }
-    if (train_run(&o)) return cli_fail(&a, NULL);
+    const int rc = train_run(&o);
+    if (rc == TRAIN_REPORTED) return 1;
+    if (rc) return cli_fail(&a, NULL);
     return 0;
 }

@@ -875,6 +875,22 @@ static const char *clock_str(char *b, size_t cap, double sec) {
     return b;
 }
 
+/* The end of this process's part of the job, with its error message (NULL: none). In a job
+ * of several ranks the message is printed here, before MPI_Finalize: once one rank has
+ * finalized and exited with an error, mpirun ends the others, and a rank that printed only
+ * after finalizing (rank 0 relaying another rank's reason, say) could be cut off before it
+ * did (seen in a test run). Returns 0, TRAIN_REPORTED (printed) or -1 + fb_err. */
+static int end_job(dist *dp, const char *msg) {
+    const int rank = dp->rank, world = dp->world;
+    if (msg && world > 1) {
+        fprintf(stderr, "fable train: rank %d of %d: %s\n", rank, world, msg);
+        fflush(stderr);
+    }
+    dist_free(dp);
+    if (!msg) return 0;
+    return world > 1 ? TRAIN_REPORTED : fb_err("%s", msg);
+}
+
 int train_run(train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
@@ -887,9 +903,7 @@ int train_run(train_opts *o) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", fb_errmsg());
         teardown(&r);
-        const int rank = r.dp.rank, world = r.dp.world;
-        dist_free(&r.dp);
-        return world > 1 ? fb_err("rank %d of %d: %s", rank, world, msg) : fb_err("%s", msg);
+        return end_job(&r.dp, msg);
     }
     const train_hparams *hp = &o->hp;
     const int B = hp->batch, T = hp->seq, K = hp->accum * r.dp.world; /* the job's micro-steps per update */
@@ -1009,8 +1023,5 @@ int train_run(train_opts *o) {
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGXFSZ, &old_xfsz, NULL);
     teardown(&r);
-    const int rank = r.dp.rank, world = r.dp.world;
-    dist_free(&r.dp);
-    if (rc && world > 1) return fb_err("rank %d of %d: %s", rank, world, msg);
-    return rc ? fb_err("%s", msg) : 0;
+    return end_job(&r.dp, rc ? msg : NULL);
 }
