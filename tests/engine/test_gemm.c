@@ -277,16 +277,19 @@ static double real_shapes(int prepacked) {
  * for bit, and blocks must actually have changed hands. Shapes: the N split of short
  * products (one and several K super-blocks; AVX-512 only: the AVX2 kernel's MC block is
  * shorter than 256 rows, so these split statically there) and the M split of tall ones (one
- * and several K blocks), real and odd sizes. */
+ * and several K blocks), real and odd sizes; then the strips of the direct-A path (N, K ≤ 256:
+ * the stories260K shapes, and an odd one with a partial last strip). */
 static void shared_split(void) {
     static const int sh[][5] = {     /* transA, transB, M, N, K */
         {0, 1, 256, 768, 768}, {1, 0, 768, 768, 256}, {0, 0, 256, 768, 2048},
         {0, 1, 200, 1000, 1500}, {0, 1, 1024, 768, 768}, {1, 0, 1000, 333, 700},
+        {0, 1, 8192, 64, 64}, {0, 0, 1003, 200, 172},
     };
-    const int n = quick ? 3 : (int)(sizeof sh / sizeof sh[0]);
+    const int all = (int)(sizeof sh / sizeof sh[0]);
     gemm_test_steals();
     long steals = 0;
-    for (int s = 0; s < n; s++) {
+    for (int s = 0; s < all; s++) {
+        if (quick && s >= 3 && s < all - 2) continue;   /* quick: three of the first six, both direct-A */
         const int tA = sh[s][0], tB = sh[s][1], M = sh[s][2], N = sh[s][3], K = sh[s][4];
         mat A = tA ? mat_new(K, M, M) : mat_new(M, K, K);
         mat B = tB ? mat_new(N, K, K) : mat_new(K, N, N);

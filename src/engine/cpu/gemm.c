@@ -219,16 +219,21 @@ static _Atomic long g_steals = 0;
 /* The next units to work on in pass `pass` after unit `prev` (−1: the first): *n contiguous
  * units from the returned one, −1 when none is left. Without shared ranges, the units in
  * order, one at a time (one thread's whole part). */
+/* gemm_test_skew: thread t > 0 is held back until thread 0 has taken over a unit, or skew µs */
+static void skew_hold(int t) {
+    const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
+    if (skew && t > 0)
+        for (double t0 = fb_now(); atomic_load_explicit(&g_steals, memory_order_relaxed) == 0 &&
+                                   fb_now() - t0 < skew * 1e-6;)
+            _mm_pause();
+}
+
 static int claim_units(const gemm_job *jb, int pass, int prev, int units, int maxrun, int *n) {
     *n = 1;
     if (!jb->cl) return prev + 1 < units ? prev + 1 : -1;
     gemm_claims *cl = jb->cl;
     const int t = omp_get_thread_num();
-    const int skew = atomic_load_explicit(&g_skew_us, memory_order_relaxed);
-    if (skew && t > 0) /* held back until thread 0 has taken over a unit, or skew µs */
-        for (double t0 = fb_now(); atomic_load_explicit(&g_steals, memory_order_relaxed) == 0 &&
-                                   fb_now() - t0 < skew * 1e-6;)
-            _mm_pause();
+    skew_hold(t);
     int u = t < cl->nt ? take_range(&cl->range[t].pass[pass], 1, maxrun, n) : -1;
     for (int i = 1; u < 0 && i < cl->nt; i++) {
         u = take_range(&cl->range[(t + i) % cl->nt].pass[pass], 0, maxrun, n);
@@ -608,10 +613,34 @@ static int run_direct_a(const gemm_job *jb, int nt) {
         direct_a_strips(jb, pb, 0, ms);
         return 0;
     }
+    /* Each thread owns the strips of the static split and takes them from the front (take_range:
+     * runs of up to an eighth of its range); one that has finished takes single strips from
+     * the back of another's range. A strip's result does not depend on who computes it, so
+     * the output is the static split's; a thread that runs behind, or that the scheduler
+     * took away, leaves the end of its range to the others instead of holding up the join. */
+    if (nt > GEMM_CLAIM_THREADS || ms > 65535) {   /* beyond the ranges' 16-bit ends: static */
+#pragma omp parallel num_threads(nt)
+        {
+            const int id = omp_get_thread_num(), n = omp_get_num_threads();
+            direct_a_strips(jb, pb, (int)((long)ms * id / n), (int)((long)ms * (id + 1) / n));
+        }
+        return 0;
+    }
+    struct { _Alignas(64) _Atomic uint32_t r; } own[GEMM_CLAIM_THREADS];
+    for (int t = 0; t < nt; t++)
+        atomic_init(&own[t].r, (uint32_t)((long)ms * t / nt) | (uint32_t)((long)ms * (t + 1) / nt) << 16);
+    const int maxrun = imax(1, ms / (8 * nt));
 #pragma omp parallel num_threads(nt)
     {
-        const int id = omp_get_thread_num(), n = omp_get_num_threads();
-        direct_a_strips(jb, pb, (int)((long)ms * id / n), (int)((long)ms * (id + 1) / n));
+        const int id = omp_get_thread_num(); /* a short team leaves ranges without owner: taken by the others */
+        skew_hold(id);
+        for (int i = 0, k; i < nt; i++) {
+            const int o = (id + i) % nt;
+            for (int s0; (s0 = take_range(&own[o].r, i == 0, maxrun, &k)) >= 0;) {
+                if (i) atomic_fetch_add_explicit(&g_steals, 1, memory_order_relaxed);
+                direct_a_strips(jb, pb, s0, s0 + k);
+            }
+        }
     }
     return 0;
 }
