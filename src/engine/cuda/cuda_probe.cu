@@ -206,6 +206,7 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
     put(dw, hw0, nw, bf);
     put(dw1, hw1, nw, bf);
     put(dw2, hw2, nw, bf);
+    CU_CHECK(cudaDeviceSynchronize()); /* pageable copies may still be in flight; s does not wait for them */
     double t[32];
     /* Y = X·Wᵀ: A = X [M,K], B = W stored [N,K] (tb = 1), fp32 output */
 #define PRODUCT(W) cu_gemm(st, s, st->ws_main, 0, 1, M, N, K, dx, K, (W), K, ab, NULL, dy, N, CU_F32, 1.0f, 0.0f)
