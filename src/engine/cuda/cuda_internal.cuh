@@ -64,7 +64,7 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __flo
 
 static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
 
-/* ---- attention (cuda_attn.cu) -------------------------------------------------------------
+/* ---- attention (cuda_attn.cu; kernels in cuda_attn_{v2,tc,simple}.cu) ---------------------
  * Causal scaled-dot-product attention with GQA, flash-style (no T×T matrix in memory).
  * Layouts (row n = b·T + t): q [N, NH·HS], k, v [N, NKV·HS] (heads side by side within a row),
  * att [N, NH·HS], lse [B, NH, T] (natural log of Σ_{t'≤t} exp(q·k/√HS)), all act type A except
