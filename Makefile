@@ -122,7 +122,7 @@ clean:
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := ckpt llama2c tok_bin spm_model shard corpus_json corpus_text jsonl encode
-FUZZ_LIB_SRC := src/data/json.c src/data/shard.c src/data/loader.c src/data/spm_proto.c src/data/tokenizer.c \
+FUZZ_LIB_SRC := src/data/json.c src/data/shard.c src/data/loader.c src/data/spm_proto.c src/data/tokenizer.c src/data/tokenizer_io.c \
                 src/data/tokenize.c src/data/bpe_train.c src/model/model.c src/model/llama2c.c \
                 src/train/ckpt.c src/util/util.c
 FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Ifuzz -fopenmp -g -O1 $(ARCH) -fno-omit-frame-pointer \
