@@ -20,6 +20,7 @@
 #include "fable/json.h"
 #include "fable/probe.h"
 #include "fable/util.h"
+#include "probe/probe_cuda.h"
 #include "probe/probe_out.h"
 #include "testlib.h"
 
@@ -266,7 +267,97 @@ static void test_sched_dispatch(void) {
     CHECK_JSON("dispatch", probe_dispatch_print, &d);
 }
 
+/* The cuda probes' reports (their numbers come from a GPU, which CI lacks): printed from results
+ * written here, they must be valid JSON with the members tests/cli/probe.sh reads on a GPU, the
+ * values as given, NaN as null (cudaGraphExecUpdate refused), and the verdict note must say when
+ * the replay did not follow the weights. */
+static const json_node *member(const json_doc *d, const json_node *o, const char *k, json_type t) {
+    const json_node *n = o ? json_get(d, o, k) : NULL;
+    CHECK(n && n->type == t, "cuda report: member %s missing or not %s", k, json_type_name(t));
+    return n && n->type == t ? n : NULL;
+}
+
+static void cuda_weights_report(int follows) {
+    fable_cuda_weights w = {.n = 2};
+    snprintf(w.precision, sizeof w.precision, "bf16");
+    w.r[0] = (fable_cuda_wrow){"wq/wo [D,D]", 256, 288, 288, 1e-6, 2e-6, follows ? 1.4 : 0.0, 3e-6,
+                               9.5, 7.25, 3.0, 40.0, 120.0};
+    w.r[1] = (fable_cuda_wrow){"wcls [V,D]", 256, 32000, 288, 1e-6, 2e-6, 1.3, NAN, 50.0, 45.0, 8.0, NAN, 130.0};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&buf, &len);
+    probe_out po;
+    po_init(&po, mf, 1);
+    po_open(&po);
+    probe_cuda_weights_print(&po, &w);
+    po_end(&po);
+    po_close(&po);
+    fclose(mf);
+    json_doc jd;
+    const int ok = json_parse(&jd, buf, len, "cuda weights") == 0;
+    CHECK(ok, "cuda weights report is not valid JSON: %s\n%s", fb_errmsg(), buf);
+    if (ok) {
+        const json_node *sec = member(&jd, json_root(&jd), "weights", JSON_OBJECT);
+        const json_node *prec = member(&jd, sec, "precision", JSON_STRING);
+        CHECK(prec && !strcmp(prec->str, "bf16"), "precision");
+        const json_node *rows = member(&jd, sec, "shapes", JSON_ARRAY);
+        CHECK(rows && rows->count == 2, "two shapes");
+        int i = 0;
+        for (const json_node *r = rows ? json_first(&jd, rows) : NULL; r; r = json_next(&jd, r), i++) {
+            const fable_cuda_wrow *x = &w.r[i];
+            const json_node *name = member(&jd, r, "matrix", JSON_STRING);
+            CHECK(name && !strcmp(name->str, x->name), "row %d: matrix", i);
+            const char *keys[] = {"err_first", "err_inplace", "moved", "err_newaddr", "plain_us", "replay_us",
+                                  "write_us", "update_us", "recapture_us", "M", "N", "K"};
+            const double vals[] = {x->err_first, x->err_inplace, x->moved, x->err_newaddr, x->plain_us, x->replay_us,
+                                   x->write_us, x->update_us, x->recapture_us, x->M, x->N, x->K};
+            for (int k = 0; k < 12; k++) {
+                const json_node *v = member(&jd, r, keys[k], isnan(vals[k]) ? JSON_NULL : JSON_NUMBER);
+                if (v && !isnan(vals[k]))   /* printed with 2-3 significant digits */
+                    CHECK(fabs(v->num - vals[k]) <= 0.051 * fabs(vals[k]), "row %d %s: %g, not %g", i, keys[k], v->num,
+                          vals[k]);
+            }
+        }
+        CHECK((strstr(buf, "DID NOT FOLLOW") != NULL) == !follows, "the verdict note (follows = %d)", follows);
+        json_free(&jd);
+    }
+    free(buf);
+}
+
+static void cuda_dispatch_report(void) {
+    const fable_cuda_dispatch d = {1000, 2.5, 1.75, 9.0, 4000.0, 12.0, 0.85, 8.0};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&buf, &len);
+    probe_out po;
+    po_init(&po, mf, 1);
+    po_open(&po);
+    probe_cuda_dispatch_print(&po, &d);
+    po_end(&po);
+    po_close(&po);
+    fclose(mf);
+    json_doc jd;
+    const int ok = json_parse(&jd, buf, len, "cuda dispatch") == 0;
+    CHECK(ok, "cuda dispatch report is not valid JSON: %s\n%s", fb_errmsg(), buf);
+    if (ok) {
+        const json_node *sec = member(&jd, json_root(&jd), "dispatch", JSON_OBJECT);
+        const char *keys[] = {"nkern", "launch_us", "launch_gap_us", "launch_sync_us", "capture_us",
+                              "graph_launch_us", "graph_gap_us", "graph_sync_us"};
+        const double vals[] = {d.nkern, d.launch_us, d.launch_gap_us, d.launch_sync_us, d.capture_us,
+                               d.graph_launch_us, d.graph_gap_us, d.graph_sync_us};
+        for (int k = 0; k < 8; k++) {
+            const json_node *v = member(&jd, sec, keys[k], JSON_NUMBER);
+            if (v) CHECK(fabs(v->num - vals[k]) <= 0.051 * vals[k], "dispatch %s: %g, not %g", keys[k], v->num, vals[k]);
+        }
+        json_free(&jd);
+    }
+    free(buf);
+}
+
 int main(void) {
+    cuda_weights_report(1);
+    cuda_weights_report(0);
+    cuda_dispatch_report();
     test_swap_direct();
     test_weights();
     test_roofline();
