@@ -7,7 +7,7 @@
  * Work split: each thread owns a contiguous vocabulary range (balanced, cut at multiples of
  * 32 columns) for the whole call, so its dWcls rows are written by it alone (no races, no
  * reduction), and every product it computes is a single-threaded GEMM on a tile that
- * is about the size of the L2: rows × columns = CLS_RT × CLS_VS floats (1 MB). Every
+ * fits in the L2 with its operands: rows × columns = CLS_RT × CLS_VS floats (576 KB). Every
  * operand is in the GEMM's packed layout before the products that read it (gemm_f32_pp),
  * and each is packed once: x per row tile at the start (as A for the logits, as B for dW),
  * W per vocabulary tile per pass (as B: Wᵀ for the logits, W for dxn), and the gradient
@@ -48,10 +48,10 @@
 #define CHUNK_BYTES ((size_t)160 << 20)
 #define CLS_FWD_ROWS 4096
 #ifndef CLS_RT
-#define CLS_RT 512 /* rows per tile */
+#define CLS_RT 384 /* rows per tile (Intel VM: 384 x 384 beat 512 x 512 by 2.4% on 15M, bench/RESULTS.md session 19) */
 #endif
 #ifndef CLS_VS
-#define CLS_VS 512 /* vocabulary columns per tile (256 and 448 measured the same on 15M and 110M) */
+#define CLS_VS 384 /* vocabulary columns per tile (AMD VM: 256 and 448 measured the same on 15M and 110M) */
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
