@@ -70,6 +70,13 @@ typedef struct {
     char kernel[16];        /* the micro-kernel the packing is laid out for */
 } probe_weights_result;
 int probe_weights(const probe_opts *o, probe_weights_result *r);
+/* The weight matrices the weights probes take (cpu and cuda): a layer's (wq/wo, wk/wv when
+ * narrower, w1/w3, w2) and the classifier, as Y = X·Wᵀ with W [N, K]. Returns the count (≤ 5). */
+typedef struct {
+    const char *name;
+    int N, K;
+} probe_wshape;
+int probe_weight_shapes(const model_config *c, probe_wshape sh[5]);
 
 /* ---- counters -------------------------------------------------------------------------- */
 #define PROBE_NCTR 10

@@ -56,6 +56,9 @@ uint64_t fb_rng_u64(fb_rng *r);
 
 /* ---- time ------------------------------------------------------------------ */
 double fb_now(void);                          /* monotonic seconds */
+/* The median of x[0..n) (n >= 1; the mean of the two middle values when n is even). Sorts x
+ * in place, so afterwards x[0] is the minimum and x[n − 1] the maximum. */
+double fb_median(double *x, int n);
 
 /* ---- files ----------------------------------------------------------------- */
 /* Read a whole file into a malloc'd buffer (+1 NUL byte, not counted). */

@@ -152,8 +152,7 @@ static int bench_step(cli_args *a) {
         }
     }
     contenders_stop(ncont, pids);
-    qsort(ms, steps, sizeof *ms, cmp_d);
-    double med = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
+    const double med = fb_median(ms, steps); /* ms sorted: ms[0] min, ms[steps − 1] max */
     double flops = step_flops(&c, B, T) * K;
     double gf = flops / (med / 1e3) / 1e9;
     double tps = (double)B * T * K / (med / 1e3);

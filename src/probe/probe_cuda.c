@@ -9,16 +9,9 @@
 
 int probe_cuda_weights(const probe_opts *o, const eng_opts *eo, fable_cuda_weights *r) {
     memset(r, 0, sizeof *r);
-    const model_config *c = &o->cfg;
-    const int M = o->B * o->T, D = c->dim, F = c->hidden_dim, KVD = model_kv_dim(c);
-    typedef struct { const char *name; int N, K; } shape;
-    shape sh[6];
-    int n = 0;   /* the layer's weight shapes, as the cpu weights probe takes them */
-    sh[n++] = (shape){"wq/wo [D,D]", D, D};
-    if (KVD != D) sh[n++] = (shape){"wk/wv [KVD,D]", KVD, D};
-    sh[n++] = (shape){"w1/w3 [F,D]", F, D};
-    sh[n++] = (shape){"w2 [D,F]", D, F};
-    sh[n++] = (shape){"wcls [V,D]", c->vocab_size, D};
+    const int M = o->B * o->T;
+    probe_wshape sh[5];   /* the shapes the cpu weights probe takes */
+    const int n = probe_weight_shapes(&o->cfg, sh);
     for (int i = 0; i < n; i++) {
         fable_cuda_wrow *w = &r->r[i];
         snprintf(w->name, sizeof w->name, "%s", sh[i].name);

@@ -21,14 +21,6 @@
 #include "fable/util.h"
 #include "probe/probe_out.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *t, int n) {
-    qsort(t, n, sizeof *t, cmp_d);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 int probe_dispatch(const probe_opts *o, probe_dispatch_result *r) {
     memset(r, 0, sizeof *r);
@@ -50,7 +42,7 @@ int probe_dispatch(const probe_opts *o, probe_dispatch_result *r) {
         }
         t[b] = (fb_now() - t0) / inner;
     }
-    r->empty_region_us = 1e6 * median(t, batches);
+    r->empty_region_us = 1e6 * fb_median(t, batches);
     for (int b = 0; b < batches; b++) {
         double t0 = 0, t1 = 0;
 #pragma omp parallel num_threads(nt)
@@ -66,7 +58,7 @@ int probe_dispatch(const probe_opts *o, probe_dispatch_result *r) {
         }
         t[b] = (t1 - t0) / inner;
     }
-    r->barrier_us = 1e6 * median(t, batches);
+    r->barrier_us = 1e6 * fb_median(t, batches);
     for (int b = 0; b < cold; b++) {
         usleep(20000);
         double t0 = fb_now();
@@ -74,7 +66,7 @@ int probe_dispatch(const probe_opts *o, probe_dispatch_result *r) {
         { sink++; }
         t[b] = fb_now() - t0;
     }
-    r->wake_us = 1e6 * median(t, cold);
+    r->wake_us = 1e6 * fb_median(t, cold);
     float *A = fb_alloc(8 * 8 * sizeof(float)), *B = fb_alloc(32 * 8 * sizeof(float)), *C = fb_alloc(8 * 32 * sizeof(float));
     float *x = fb_alloc((size_t)D * sizeof(float)), *w = fb_alloc((size_t)D * sizeof(float));
     float *y = fb_alloc((size_t)D * sizeof(float)), rstd[1];
@@ -91,21 +83,21 @@ int probe_dispatch(const probe_opts *o, probe_dispatch_result *r) {
         for (int i = 0; i < inner; i++) gemm_f32(0, 1, 8, 32, 8, 1.0f, A, 8, B, 8, 0.0f, C, 32);
         t[b] = (fb_now() - t0) / inner;
     }
-    r->tiny_gemm_us = 1e6 * median(t, batches);
+    r->tiny_gemm_us = 1e6 * fb_median(t, batches);
     for (int b = 0; b < cold; b++) {
         usleep(20000);
         double t0 = fb_now();
         gemm_f32(0, 1, 8, 32, 8, 1.0f, A, 8, B, 8, 0.0f, C, 32);
         t[b] = fb_now() - t0;
     }
-    r->tiny_gemm_cold_us = 1e6 * median(t, cold);
+    r->tiny_gemm_cold_us = 1e6 * fb_median(t, cold);
     for (int b = 0; b < batches; b++) {
         double t0 = fb_now();
         for (int i = 0; i < inner; i++) e->rmsnorm_fwd(e, 1, D, x, w, y, rstd);
         e->sync(e);
         t[b] = (fb_now() - t0) / inner;
     }
-    r->tiny_rms_us = 1e6 * median(t, batches);
+    r->tiny_rms_us = 1e6 * fb_median(t, batches);
     fb_free(A), fb_free(B), fb_free(C), fb_free(x), fb_free(w), fb_free(y);
     e->destroy(e);
     return 0;

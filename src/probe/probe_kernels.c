@@ -157,11 +157,6 @@ void probe_kfix_run(probe_kfix *f, int i) {
     e->sync(e);
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 double probe_kfix_time(probe_kfix *f, int i, int reps, double max_s) {
     double t[64];
     if (reps > 64) reps = 64;
@@ -175,6 +170,5 @@ double probe_kfix_time(probe_kfix *f, int i, int reps, double max_s) {
         t[n++] = fb_now() - t0;
         if (fb_now() - start > max_s) break;
     }
-    qsort(t, n, sizeof *t, cmp_d);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    return fb_median(t, n);
 }

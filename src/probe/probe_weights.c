@@ -146,26 +146,30 @@ static int one_shape(probe_weights_row *row, const char *name, int M, int N, int
     return 0;
 }
 
+int probe_weight_shapes(const model_config *c, probe_wshape sh[5]) {
+    const int D = c->dim, F = c->hidden_dim, KVD = model_kv_dim(c);
+    int n = 0;
+    sh[n++] = (probe_wshape){"wq/wo [D,D]", D, D};
+    if (KVD != D) sh[n++] = (probe_wshape){"wk/wv [KVD,D]", KVD, D};
+    sh[n++] = (probe_wshape){"w1/w3 [F,D]", F, D};
+    sh[n++] = (probe_wshape){"w2 [D,F]", D, F};
+    sh[n++] = (probe_wshape){"wcls [V,D]", c->vocab_size, D};
+    return n;
+}
+
 int probe_weights(const probe_opts *o, probe_weights_result *r) {
     memset(r, 0, sizeof *r);
     if (o->engine && strcmp(o->engine, "cpu"))
-        return fb_err("probe weights: engine '%s' is not probed in this build (cpu only; on cuda the question is "
-                      "a weight update inside a captured graph vs capturing again)",
+        return fb_err("probe weights: engine '%s': this is the cpu engine's probe (cuda: probe_cuda_weights)",
                       o->engine);
     if (o->threads > 0) gemm_set_threads(o->threads);
     snprintf(r->kernel, sizeof r->kernel, "%s", gemm_kernel_name());
     const model_config *c = &o->cfg;
-    const int M = o->B * o->T, D = c->dim, F = c->hidden_dim, KVD = model_kv_dim(c);
+    const int M = o->B * o->T;
     fb_rng rng;
     fb_rng_seed(&rng, 5);
-    typedef struct { const char *name; int N, K; } shape;
-    shape sh[6];
-    int n = 0;
-    sh[n++] = (shape){"wq/wo [D,D]", D, D};
-    if (KVD != D) sh[n++] = (shape){"wk/wv [KVD,D]", KVD, D};
-    sh[n++] = (shape){"w1/w3 [F,D]", F, D};
-    sh[n++] = (shape){"w2 [D,F]", D, F};
-    sh[n++] = (shape){"wcls [V,D]", c->vocab_size, D};
+    probe_wshape sh[5];
+    const int n = probe_weight_shapes(c, sh);
     for (int i = 0; i < n; i++) {
         if (one_shape(&r->r[r->n], sh[i].name, M, sh[i].N, sh[i].K, o->quick, &rng)) {
             gemm_set_threads(0);

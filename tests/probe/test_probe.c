@@ -32,19 +32,25 @@ static probe_opts opts(void) {
     return o;
 }
 
+/* print(po, res) as one JSON object into memory: buf (malloc'd, the caller frees it), len bytes */
+#define REPORT_JSON(print, res, buf, len)                                                \
+    do {                                                                                 \
+        FILE *mf_ = open_memstream(&(buf), &(len));                                      \
+        probe_out po_;                                                                   \
+        po_init(&po_, mf_, 1);                                                           \
+        po_open(&po_);                                                                   \
+        print(&po_, res);                                                                \
+        po_end(&po_);                                                                    \
+        po_close(&po_);                                                                  \
+        fclose(mf_);                                                                     \
+    } while (0)
+
 /* print with fn into memory as JSON and parse it */
 #define CHECK_JSON(name, print, res)                                                     \
     do {                                                                                 \
         char *buf = NULL;                                                                \
         size_t len = 0;                                                                  \
-        FILE *mf = open_memstream(&buf, &len);                                           \
-        probe_out po;                                                                    \
-        po_init(&po, mf, 1);                                                             \
-        po_open(&po);                                                                    \
-        print(&po, res);                                                                 \
-        po_end(&po);                                                                     \
-        po_close(&po);                                                                   \
-        fclose(mf);                                                                      \
+        REPORT_JSON(print, res, buf, len);                                               \
         json_doc jd;                                                                    \
         int ok = json_parse(&jd, buf, len, name) == 0;                                    \
         CHECK(ok, "%s: report is not valid JSON: %s\n%s", name, fb_errmsg(), buf);       \
@@ -285,14 +291,7 @@ static void cuda_weights_report(int follows) {
     w.r[1] = (fable_cuda_wrow){"wcls [V,D]", 256, 32000, 288, 1e-6, 2e-6, 1.3, NAN, 50.0, 45.0, 8.0, NAN, 130.0};
     char *buf = NULL;
     size_t len = 0;
-    FILE *mf = open_memstream(&buf, &len);
-    probe_out po;
-    po_init(&po, mf, 1);
-    po_open(&po);
-    probe_cuda_weights_print(&po, &w);
-    po_end(&po);
-    po_close(&po);
-    fclose(mf);
+    REPORT_JSON(probe_cuda_weights_print, &w, buf, len);
     json_doc jd;
     const int ok = json_parse(&jd, buf, len, "cuda weights") == 0;
     CHECK(ok, "cuda weights report is not valid JSON: %s\n%s", fb_errmsg(), buf);
@@ -328,14 +327,7 @@ static void cuda_dispatch_report(void) {
     const fable_cuda_dispatch d = {1000, 2.5, 1.75, 9.0, 4000.0, 12.0, 0.85, 8.0};
     char *buf = NULL;
     size_t len = 0;
-    FILE *mf = open_memstream(&buf, &len);
-    probe_out po;
-    po_init(&po, mf, 1);
-    po_open(&po);
-    probe_cuda_dispatch_print(&po, &d);
-    po_end(&po);
-    po_close(&po);
-    fclose(mf);
+    REPORT_JSON(probe_cuda_dispatch_print, &d, buf, len);
     json_doc jd;
     const int ok = json_parse(&jd, buf, len, "cuda dispatch") == 0;
     CHECK(ok, "cuda dispatch report is not valid JSON: %s\n%s", fb_errmsg(), buf);

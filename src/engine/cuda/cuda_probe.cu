@@ -23,26 +23,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/cuda/cuda_internal.cuh"
 #include "fable/util.h"
 
 __global__ void k_empty(void) {}
 
-static double now_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
-}
+static double now_us(void) { return 1e6 * fb_now(); }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *t, int n) {
-    qsort(t, n, sizeof *t, cmp_d);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+/* Capture n empty kernels on s as an executable graph (g and x: the caller destroys them). */
+static void capture_empties(cudaStream_t s, int n, cudaGraph_t *g, cudaGraphExec_t *x) {
+    CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < n; i++) k_empty<<<1, 32, 0, s>>>();
+    CU_CHECK(cudaStreamEndCapture(s, g));
+    CU_CHECK(cudaGraphInstantiate(x, *g, 0));
 }
 
 /* device µs between two events recorded on s around fn's work */
@@ -76,24 +70,21 @@ int cu_probe_dispatch(const eng_opts *o, int quick, fable_cuda_dispatch *r) {
         dev[rep] = event_us(a, b) / nk;
     }
     CU_CHECK(cudaGetLastError());
-    r->launch_us = median(host, reps);
-    r->launch_gap_us = median(dev, reps);
+    r->launch_us = fb_median(host, reps);
+    r->launch_gap_us = fb_median(dev, reps);
     for (int rep = 0; rep < reps; rep++) {
         const double t0 = now_us();
         k_empty<<<1, 32, 0, s>>>();
         CU_CHECK(cudaStreamSynchronize(s));
         host[rep] = now_us() - t0;
     }
-    r->launch_sync_us = median(host, reps);
+    r->launch_sync_us = fb_median(host, reps);
 
     /* the batch as one graph */
     cudaGraph_t g, g1;
     cudaGraphExec_t x, x1;
     double t0 = now_us();
-    CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < nk; i++) k_empty<<<1, 32, 0, s>>>();
-    CU_CHECK(cudaStreamEndCapture(s, &g));
-    CU_CHECK(cudaGraphInstantiate(&x, g, 0));
+    capture_empties(s, nk, &g, &x);
     r->capture_us = now_us() - t0;
     CU_CHECK(cudaGraphLaunch(x, s)); /* first launch uploads the graph */
     CU_CHECK(cudaStreamSynchronize(s));
@@ -106,12 +97,9 @@ int cu_probe_dispatch(const eng_opts *o, int quick, fable_cuda_dispatch *r) {
         CU_CHECK(cudaStreamSynchronize(s));
         dev[rep] = event_us(a, b) / nk;
     }
-    r->graph_launch_us = median(host, reps);
-    r->graph_gap_us = median(dev, reps);
-    CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    k_empty<<<1, 32, 0, s>>>();
-    CU_CHECK(cudaStreamEndCapture(s, &g1));
-    CU_CHECK(cudaGraphInstantiate(&x1, g1, 0));
+    r->graph_launch_us = fb_median(host, reps);
+    r->graph_gap_us = fb_median(dev, reps);
+    capture_empties(s, 1, &g1, &x1);
     CU_CHECK(cudaGraphLaunch(x1, s));
     CU_CHECK(cudaStreamSynchronize(s));
     for (int rep = 0; rep < reps; rep++) {
@@ -120,7 +108,7 @@ int cu_probe_dispatch(const eng_opts *o, int quick, fable_cuda_dispatch *r) {
         CU_CHECK(cudaStreamSynchronize(s));
         host[rep] = now_us() - t1;
     }
-    r->graph_sync_us = median(host, reps);
+    r->graph_sync_us = fb_median(host, reps);
     CU_CHECK(cudaGraphExecDestroy(x));
     CU_CHECK(cudaGraphExecDestroy(x1));
     CU_CHECK(cudaGraphDestroy(g));
@@ -210,6 +198,15 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
     double t[32];
     /* Y = X·Wᵀ: A = X [M,K], B = W stored [N,K] (tb = 1), fp32 output */
 #define PRODUCT(W) cu_gemm(st, s, st->ws_main, 0, 1, M, N, K, dx, K, (W), K, ab, NULL, dy, N, CU_F32, 1.0f, 0.0f)
+    /* the product with weights W captured as a graph; cu_gemm does not tune while a capture is open */
+#define CAPTURE(W, out)                                                           \
+    do {                                                                          \
+        st->capturing = &st->graph[0];                                            \
+        CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));    \
+        PRODUCT(W);                                                               \
+        CU_CHECK(cudaStreamEndCapture(s, &(out)));                                \
+        st->capturing = NULL;                                                     \
+    } while (0)
     PRODUCT(dw); /* the plan is made (and tuned, if asked) outside any capture */
     CU_CHECK(cudaStreamSynchronize(s));
     for (int r = 0; r < reps; r++) {
@@ -218,15 +215,11 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
         CU_CHECK(cudaStreamSynchronize(s));
         t[r] = now_us() - t0;
     }
-    w->plain_us = median(t, reps);
+    w->plain_us = fb_median(t, reps);
 
     cudaGraph_t g;
     cudaGraphExec_t x;
-    st->capturing = &st->graph[0]; /* cu_gemm: no tuning while a capture is open */
-    CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    PRODUCT(dw);
-    CU_CHECK(cudaStreamEndCapture(s, &g));
-    st->capturing = NULL;
+    CAPTURE(dw, g);
     CU_CHECK(cudaGraphInstantiate(&x, g, 0));
     CU_CHECK(cudaGraphLaunch(x, s));
     CU_CHECK(cudaStreamSynchronize(s));
@@ -238,7 +231,7 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
         CU_CHECK(cudaStreamSynchronize(s));
         t[r] = now_us() - t0;
     }
-    w->replay_us = median(t, reps);
+    w->replay_us = fb_median(t, reps);
 
     /* 2. new weights at the same address; the graph as it was */
     for (int r = 0; r < reps; r++) {
@@ -247,7 +240,7 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
         CU_CHECK(cudaStreamSynchronize(s));
         t[r] = now_us() - t0;
     }
-    w->write_us = median(t, reps);
+    w->write_us = fb_median(t, reps);
     CU_CHECK(cudaGraphLaunch(x, s));
     CU_CHECK(cudaStreamSynchronize(s));
     download(hy, dy, ny);
@@ -263,11 +256,7 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
     for (int r = 0; r < reps && updated; r++) {
         void *wp = r % 2 ? dw : dw2;
         const double t0 = now_us();
-        st->capturing = &st->graph[0];
-        CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        PRODUCT(wp);
-        CU_CHECK(cudaStreamEndCapture(s, &g2));
-        st->capturing = NULL;
+        CAPTURE(wp, g2);
         cudaGraphExecUpdateResultInfo info;
         const cudaError_t ue = cudaGraphExecUpdate(x, g2, &info);
         t[r] = now_us() - t0;
@@ -277,7 +266,7 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
     w->update_us = w->err_newaddr = NAN;
     if (updated) {
         /* the last capture above pointed at dw2 (reps is odd): the updated graph reads W2 */
-        w->update_us = median(t, reps);
+        w->update_us = fb_median(t, reps);
         CU_CHECK(cudaGraphLaunch(x, s));
         CU_CHECK(cudaStreamSynchronize(s));
         download(hy, dy, ny);
@@ -286,17 +275,14 @@ static int one_shape(cu_state *st, fable_cuda_wrow *w, int quick) {
     for (int r = 0; r < reps; r++) {
         cudaGraphExec_t x2;
         const double t0 = now_us();
-        st->capturing = &st->graph[0];
-        CU_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        PRODUCT(dw2);
-        CU_CHECK(cudaStreamEndCapture(s, &g2));
-        st->capturing = NULL;
+        CAPTURE(dw2, g2);
         CU_CHECK(cudaGraphInstantiate(&x2, g2, 0));
         t[r] = now_us() - t0;
         CU_CHECK(cudaGraphExecDestroy(x2));
         CU_CHECK(cudaGraphDestroy(g2));
     }
-    w->recapture_us = median(t, reps);
+    w->recapture_us = fb_median(t, reps);
+#undef CAPTURE
 #undef PRODUCT
     CU_CHECK(cudaGraphExecDestroy(x));
     CU_CHECK(cudaGraphDestroy(g));
